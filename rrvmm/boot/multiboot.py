@@ -1,0 +1,244 @@
+"""Multiboot v1 loading (ELF32 images and the a.out kludge), as `qemu -kernel` does it.
+
+The loader only computes what goes where (``BootImage``); the machine writes it into guest
+RAM and sets the CPU state, so both backends boot the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass, field
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+__all__ = [
+    "BootImage",
+    "KernelFormatError",
+    "MemoryTooSmall",
+    "find_multiboot_header",
+    "load_multiboot",
+    "MULTIBOOT_BOOTLOADER_MAGIC",
+]
+
+MULTIBOOT_HEADER_MAGIC = 0x1BADB002
+MULTIBOOT_BOOTLOADER_MAGIC = 0x2BADB002
+MULTIBOOT_SEARCH = 8192
+MB_FLAG_PAGE_ALIGN = 1 << 0
+MB_FLAG_MEMORY_INFO = 1 << 1
+MB_FLAG_VIDEO_MODE = 1 << 2
+MB_FLAG_AOUT_KLUDGE = 1 << 16
+
+# multiboot_info.flags bits
+MBI_MEMORY = 1 << 0
+MBI_CMDLINE = 1 << 2
+MBI_MODS = 1 << 3
+MBI_MMAP = 1 << 6
+MBI_LOADER_NAME = 1 << 9
+
+# Where the boot information lives (below the 640 KiB hole, above the BDA/IVT).
+MBI_ADDR = 0x9000
+_CMDLINE_ADDR = 0x9100
+_CMDLINE_MAX = 0x0E00
+_MMAP_ADDR = 0x9F00
+_MODS_ADDR = 0x9E00
+_LOADER_NAME_ADDR = 0x9EC0
+_LOADER_NAME = b"rrvmm\0"
+GDT_ADDR = 0x8000
+_BOOT_INFO_END = 0xA000
+LOW_MEMORY_KB = 640
+
+
+class KernelFormatError(ValueError):
+    """The file is not a kernel rrvmm can boot; the message says why, in one line."""
+
+
+class MemoryTooSmall(KernelFormatError):
+    """The kernel is fine, the guest RAM is too small to hold it."""
+
+
+@dataclass
+class BootImage:
+    """What to write into guest RAM and how to enter the kernel."""
+
+    segments: list[tuple[int, bytes]] = field(default_factory=list)  # (gpa, bytes)
+    zero: list[tuple[int, int]] = field(default_factory=list)  # (gpa, length) bss
+    entry: int = 0
+    mode: str = "protected32"  # the CPU mode at entry
+    regs: dict[str, int] = field(default_factory=dict)
+    kernel_end: int = 0  # first byte above everything the loader placed
+    format: str = ""
+
+
+def find_multiboot_header(data: bytes) -> tuple[int, tuple[int, ...]] | None:
+    """(offset, header words) of a valid multiboot header in the first 8 KiB, if any."""
+    limit = min(len(data), MULTIBOOT_SEARCH) - 12
+    for off in range(0, limit + 1, 4):
+        magic, flags, checksum = struct.unpack_from("<III", data, off)
+        if magic == MULTIBOOT_HEADER_MAGIC and (magic + flags + checksum) & 0xFFFFFFFF == 0:
+            words = struct.unpack_from("<8I", data + bytes(32), off + 12)
+            return off, (flags, *words)
+    return None
+
+
+def _load_aout(data: bytes, off: int, words: tuple[int, ...], img: BootImage) -> None:
+    header_addr, load_addr, load_end, bss_end, entry = words[1:6]
+    if load_addr > header_addr:
+        raise KernelFormatError("a.out kludge: load_addr is above header_addr")
+    file_start = off - (header_addr - load_addr)
+    if file_start < 0:
+        raise KernelFormatError("a.out kludge: load_addr points before the file")
+    size = (load_end - load_addr) if load_end else len(data) - file_start
+    if size <= 0 or file_start + size > len(data):
+        raise KernelFormatError("a.out kludge: load_end_addr is past the end of the file")
+    img.segments.append((load_addr, data[file_start : file_start + size]))
+    end = load_addr + size
+    if bss_end > end:
+        img.zero.append((end, bss_end - end))
+        end = bss_end
+    img.entry = entry
+    img.kernel_end = end
+    img.format = "multiboot (a.out kludge)"
+
+
+def _load_elf(data: bytes, img: BootImage) -> None:
+    try:
+        elf = ELFFile(io.BytesIO(data))
+        if elf.elfclass != 32 or elf["e_machine"] != "EM_386":
+            raise KernelFormatError(
+                f"multiboot ELF must be ELF32 i386 (got ELF{elf.elfclass} {elf['e_machine']});"
+                " convert with objcopy -O elf32-i386"
+            )
+        end = 0
+        for seg in elf.iter_segments():
+            if seg["p_type"] != "PT_LOAD" or seg["p_memsz"] == 0:
+                continue
+            paddr, filesz, memsz = seg["p_paddr"], seg["p_filesz"], seg["p_memsz"]
+            body = seg.data()[:filesz]
+            if len(body) != filesz:
+                raise KernelFormatError("ELF segment runs past the end of the file")
+            img.segments.append((paddr, body))
+            if memsz > filesz:
+                img.zero.append((paddr + filesz, memsz - filesz))
+            end = max(end, paddr + memsz)
+        if not img.segments:
+            raise KernelFormatError("ELF file has no loadable segments")
+        img.entry = elf["e_entry"]
+        img.kernel_end = end
+        img.format = "multiboot (ELF32)"
+    except (ELFError, struct.error) as e:
+        raise KernelFormatError(f"broken ELF: {e}") from None
+
+
+def load_multiboot(
+    data: bytes,
+    memory_size: int,
+    cmdline: str = "",
+    modules: list[tuple[bytes, str]] | None = None,
+) -> tuple[BootImage, list[tuple[int, bytes]]]:
+    """Lay out a multiboot kernel; returns the image and the boot-info blobs to write."""
+    found = find_multiboot_header(data)
+    if found is None:
+        raise KernelFormatError("no multiboot header in the first 8 KiB")
+    off, words = found
+    flags = words[0]
+    img = BootImage()
+    if flags & MB_FLAG_AOUT_KLUDGE:
+        _load_aout(data, off, words, img)
+    elif data[:4] == b"\x7fELF":
+        _load_elf(data, img)
+    else:
+        raise KernelFormatError("multiboot header without a.out kludge in a non-ELF file")
+    for gpa, body in img.segments:
+        if gpa < _BOOT_INFO_END and gpa + len(body) > GDT_ADDR:
+            raise KernelFormatError(
+                f"kernel segment at {gpa:#x} overlaps the boot information area"
+                f" {GDT_ADDR:#x}-{_BOOT_INFO_END:#x}"
+            )
+        if gpa + len(body) > memory_size:
+            raise MemoryTooSmall(
+                f"kernel needs memory up to {gpa + len(body):#x}, the guest has {memory_size:#x}"
+            )
+    if img.kernel_end > memory_size:
+        raise MemoryTooSmall("kernel's bss runs past the end of guest memory")
+
+    blobs: list[tuple[int, bytes]] = []
+    upper_kb = (min(memory_size, 0xC000_0000) - 0x100000) // 1024
+    mbi_flags = MBI_MEMORY | MBI_CMDLINE | MBI_MMAP | MBI_LOADER_NAME
+    cmd = cmdline.encode()[: _CMDLINE_MAX - 1] + b"\0"
+    blobs.append((_CMDLINE_ADDR, cmd))
+    blobs.append((_LOADER_NAME_ADDR, _LOADER_NAME))
+
+    # memory map: size, base, length, type (1 = RAM, 2 = reserved)
+    regions = [(0, LOW_MEMORY_KB * 1024, 1), (0xF0000, 0x10000, 2)]
+    regions.append((0x100000, min(memory_size, 0xC000_0000) - 0x100000, 1))
+    if memory_size > 0xC000_0000:
+        regions.append((0x1_0000_0000, memory_size - 0xC000_0000, 1))
+    mmap = b"".join(struct.pack("<IQQI", 20, b, n, t) for b, n, t in regions)
+    blobs.append((_MMAP_ADDR, mmap))
+
+    mods_count = 0
+    if modules:
+        mbi_flags |= MBI_MODS
+        addr = (img.kernel_end + 0xFFF) & ~0xFFF
+        entries = b""
+        str_addr = _MODS_ADDR + 16 * len(modules)
+        for body, name in modules:
+            if addr + len(body) > memory_size:
+                raise MemoryTooSmall("module does not fit in guest memory")
+            blobs.append((addr, body))
+            nm = name.encode() + b"\0"
+            blobs.append((str_addr, nm))
+            entries += struct.pack("<IIII", addr, addr + len(body), str_addr, 0)
+            str_addr += len(nm)
+            addr = (addr + len(body) + 0xFFF) & ~0xFFF
+        if str_addr > _LOADER_NAME_ADDR:
+            raise KernelFormatError("too many module names for the boot information area")
+        blobs.append((_MODS_ADDR, entries))
+        mods_count = len(modules)
+        img.kernel_end = addr
+
+    mbi = struct.pack(
+        "<IIIIIII16xII",
+        mbi_flags,
+        LOW_MEMORY_KB,
+        upper_kb,
+        0xFFFFFFFF,  # boot_device: none
+        _CMDLINE_ADDR,
+        mods_count,
+        _MODS_ADDR if mods_count else 0,
+        len(mmap),
+        _MMAP_ADDR,
+    )
+    mbi += struct.pack("<IIIIII", 0, 0, 0, 0, 0, _LOADER_NAME_ADDR)
+    blobs.append((MBI_ADDR, mbi))
+
+    # flat GDT: null, null, code32 (0x10), data32 (0x18) as QEMU's multiboot loader uses
+    gdt = struct.pack("<QQQQ", 0, 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF)
+    blobs.append((GDT_ADDR, gdt))
+    img.regs = {"rax": MULTIBOOT_BOOTLOADER_MAGIC, "rbx": MBI_ADDR, "rip": img.entry}
+    return img, blobs
+
+
+def protected_mode_sregs() -> dict[str, object]:
+    """Flat 32-bit segments with paging off, as the multiboot spec requires at entry."""
+    code = {
+        "base": 0, "limit": 0xFFFFFFFF, "selector": 0x10, "type": 0xB, "present": 1,
+        "dpl": 0, "db": 1, "s": 1, "l": 0, "g": 1, "unusable": 0,
+    }  # fmt: skip
+    data = dict(code, selector=0x18, type=0x3)
+    return {
+        "cs": code,
+        "ds": data,
+        "es": data,
+        "fs": data,
+        "gs": data,
+        "ss": data,
+        "gdt": {"base": GDT_ADDR, "limit": 31},
+        "idt": {"base": 0, "limit": 0},
+        "cr0": 0x11,  # PE | ET
+        "cr3": 0,
+        "cr4": 0,
+        "efer": 0,
+    }

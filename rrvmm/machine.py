@@ -1,0 +1,302 @@
+"""The PC: devices on the port and MMIO buses, a CPU backend, and the exit loop.
+
+The loop only dispatches: an exit goes to the bus and a device; between exits the machine
+asks the seam whether a timer is due or input arrived, and delivers the PIC's interrupt
+when the vCPU can take it (or asks for an interrupt window when it cannot). Nothing here
+reads host time or input directly: that is the seam's job, so recording can see all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .boot.kernel import load_kernel
+from .boot.multiboot import BootImage, protected_mode_sregs
+from .devices.bus import Bus, IrqLine
+from .devices.debug_exit import DebugExit
+from .devices.i8042 import I8042
+from .devices.misc import PciConfigAbsent, PostPort
+from .devices.pic import Pic8259Pair
+from .devices.pit import Pit8254
+from .devices.rtc import CmosRtc
+from .devices.uart import Uart16550
+from .errors import ExitStatus, RrvmmError
+from .hostio import SerialHost
+from .kvm.backend import CpuBackend, ExitKind, VcpuExit
+from .seam import Seam
+
+__all__ = ["Machine", "MachineConfig", "MachineStop", "RunResult"]
+
+log = logging.getLogger("rrvmm")
+
+COM1_BASE, COM1_IRQ = 0x3F8, 4
+PIT_IRQ = 0
+DEBUG_EXIT_PORT = 0xF4
+RFLAGS_IF = 1 << 9
+MIN_MEMORY = 2 << 20
+
+
+@dataclass
+class MachineConfig:
+    """What the machine is made of; stored in trace headers, so plain data only."""
+
+    memory: int = 128 << 20
+    cmdline: str = ""
+    kernel_name: str = "demo"
+
+
+@dataclass
+class RunResult:
+    """How a run ended: the process exit status and a one-line reason."""
+
+    status: int
+    reason: str
+    exits: int = 0
+    rip: int = 0
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class MachineStop(Exception):
+    """Raised (by devices or the seam) to end the run with ``result``."""
+
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+
+
+class Machine:
+    """One PC. Build it, ``boot`` a kernel, then ``run`` until the guest ends."""
+
+    def __init__(
+        self, config: MachineConfig, cpu: CpuBackend, seam: Seam, serial: SerialHost | None
+    ) -> None:
+        if config.memory < MIN_MEMORY:
+            raise RrvmmError(
+                f"--memory {config.memory >> 10}K is too small (at least {MIN_MEMORY >> 20}M)",
+                ExitStatus.MEMORY_TOO_SMALL,
+            )
+        self.config = config
+        self.cpu = cpu
+        self.seam = seam
+        self.serial = serial
+        self.exit_index = 0
+        self.pio = Bus()
+        self.mmio = Bus()
+        self._result: RunResult | None = None
+        self._unknown_ports: set[int] = set()
+        self.stats = {"exits": 0, "injected": 0, "kicks": 0, "halts": 0}
+
+        class _SeamClock:
+            now_ns = seam.clock_ns
+
+        self.pic = Pic8259Pair()
+        self.pit = Pit8254(_SeamClock(), IrqLine(PIT_IRQ, self.pic.set_irq))
+        self.uart = Uart16550(IrqLine(COM1_IRQ, self.pic.set_irq), self._serial_tx)
+        self.rtc = CmosRtc(seam.wall_time, config.memory)
+        self.debug_exit = DebugExit(self._debug_exit)
+        self.i8042 = I8042(self._reset)
+        self.post = PostPort()
+        self.pci = PciConfigAbsent()
+        self.pio.insert(self.pic, 0x20, 2, offset=0)
+        self.pio.insert(self.pic, 0xA0, 2, offset=2)
+        self.pio.insert(self.pic, 0x4D0, 2, offset=4)
+        self.pio.insert(self.pit, 0x40, 4)
+        self.pio.insert(self.pit.port61, 0x61, 1)
+        self.pio.insert(self.i8042, 0x60, 1, offset=0)
+        self.pio.insert(self.i8042, 0x64, 1, offset=4)
+        self.pio.insert(self.rtc, 0x70, 2)
+        self.pio.insert(self.post, 0x80, 1)
+        self.pio.insert(self.debug_exit, DEBUG_EXIT_PORT, 4)
+        self.pio.insert(self.uart, COM1_BASE, 8)
+        self.pio.insert(self.pci, 0xCF8, 8)
+
+    # --- device callbacks ---
+    def _serial_tx(self, data: bytes) -> None:
+        if self.serial is not None:
+            self.serial.write(data)
+
+    def _debug_exit(self, value: int) -> None:
+        raise MachineStop(RunResult(value & 0xFF, f"guest wrote {value:#x} to isa-debug-exit"))
+
+    def _reset(self) -> None:
+        raise MachineStop(RunResult(0, "guest reset the machine (i8042 reset)"))
+
+    # --- boot ---
+    def boot(self, kernel: bytes, initrd: bytes | None = None) -> BootImage:
+        img, blobs = load_kernel(
+            kernel, self.config.kernel_name, self.config.memory, self.config.cmdline, initrd
+        )
+        for gpa, body in img.segments:
+            self.cpu.write_memory(gpa, body)
+        for gpa, length in img.zero:
+            self.cpu.write_memory(gpa, bytes(length))
+        for gpa, body in blobs:
+            self.cpu.write_memory(gpa, body)
+        self.cpu.set_sregs(protected_mode_sregs())
+        self.cpu.set_regs({"rflags": 0x2, **img.regs})
+        return img
+
+    # --- the exit loop ---
+    def run(self) -> RunResult:
+        cpu = self.cpu
+        seam = self.seam
+        try:
+            while True:
+                self._between_exits()
+                seam.entering_guest(self.pit.next_deadline_ns())
+                ex = seam.run(cpu)
+                self.exit_index += 1
+                seam.on_exit(self.exit_index, ex)
+                self._dispatch(ex)
+        except MachineStop as stop:
+            self._result = stop.result
+        finally:
+            if self.serial is not None:
+                self.serial.flush()
+        result = self._result
+        result.exits = self.exit_index
+        result.rip = cpu.exit.rip
+        self.stats["exits"] = self.exit_index
+        result.stats = dict(self.stats)
+        return result
+
+    def _dispatch(self, ex: VcpuExit) -> None:
+        kind = ex.kind
+        if kind is ExitKind.IO_OUT:
+            self._pio_write(ex)
+        elif kind is ExitKind.IO_IN:
+            self.cpu.complete_read(self.seam.read_value(self.exit_index, ex, self._pio_read(ex)))
+        elif kind is ExitKind.MMIO_WRITE:
+            self._mmio_write(ex)
+        elif kind is ExitKind.MMIO_READ:
+            self.cpu.complete_read(self.seam.read_value(self.exit_index, ex, self._mmio_read(ex)))
+        elif kind is ExitKind.HLT:
+            self._halt(ex)
+        elif kind is ExitKind.INTR:
+            self.stats["kicks"] += 1
+        elif kind is ExitKind.IRQ_WINDOW:
+            pass
+        else:
+            self._crash(ex)
+
+    def _pio_write(self, ex: VcpuExit) -> None:
+        hit = self.pio.resolve(ex.addr)
+        if hit is None:
+            self._unknown_port(ex.addr, "write")
+            return
+        dev, off = hit
+        size, data = ex.size, ex.data
+        for i in range(ex.count):
+            dev.pio_write(off, size, int.from_bytes(data[i * size : (i + 1) * size], "little"))
+
+    def _pio_read(self, ex: VcpuExit) -> bytes:
+        hit = self.pio.resolve(ex.addr)
+        size = ex.size
+        if hit is None:
+            self._unknown_port(ex.addr, "read")
+            return b"\xff" * (size * ex.count)
+        dev, off = hit
+        mask = (1 << (8 * size)) - 1
+        return b"".join(
+            (dev.pio_read(off, size) & mask).to_bytes(size, "little") for _ in range(ex.count)
+        )
+
+    def _mmio_write(self, ex: VcpuExit) -> None:
+        hit = self.mmio.resolve(ex.addr)
+        if hit is None:
+            self._unknown_mmio(ex.addr, "write")
+            return
+        dev, off = hit
+        dev.mmio_write(off, ex.size, int.from_bytes(ex.data, "little"))
+
+    def _mmio_read(self, ex: VcpuExit) -> bytes:
+        hit = self.mmio.resolve(ex.addr)
+        if hit is None:
+            self._unknown_mmio(ex.addr, "read")
+            return b"\xff" * ex.size
+        dev, off = hit
+        value = dev.mmio_read(off, ex.size) & ((1 << (8 * ex.size)) - 1)
+        return value.to_bytes(ex.size, "little")
+
+    def _unknown_port(self, port: int, what: str) -> None:
+        if port not in self._unknown_ports:
+            self._unknown_ports.add(port)
+            log.info("unknown port %#x (%s): reads all ones, writes ignored", port, what)
+
+    def _unknown_mmio(self, addr: int, what: str) -> None:
+        page = addr >> 12
+        if -page - 1 not in self._unknown_ports:
+            self._unknown_ports.add(-page - 1)
+            log.info("unassigned MMIO %#x (%s): reads all ones, writes ignored", addr, what)
+
+    def _between_exits(self) -> None:
+        """Advance timers, take serial input, and deliver a pending interrupt."""
+        seam, idx = self.seam, self.exit_index
+        if seam.stop_requested():
+            raise MachineStop(RunResult(ExitStatus.INTERRUPTED, "stopped by the user (Ctrl-A x)"))
+        now = seam.timer_due(idx, self.pit.next_deadline_ns())
+        if now is not None:
+            self.pit.update(now)
+        room = self.uart.rx_room()
+        if room:
+            data = seam.serial_input(idx, room)
+            if data:
+                self.uart.receive(data)
+        self._deliver_interrupt()
+
+    def _deliver_interrupt(self) -> None:
+        cpu = self.cpu
+        if not self.pic.has_interrupt():
+            cpu.request_interrupt_window(False)
+            return
+        if cpu.interrupts_enabled():
+            vector = self.pic.acknowledge()
+            cpu.inject_interrupt(vector)
+            cpu.request_interrupt_window(False)
+            self.stats["injected"] += 1
+            self.seam.on_inject(self.exit_index, vector)
+        else:
+            cpu.request_interrupt_window(True)
+
+    def _halt(self, ex: VcpuExit) -> None:
+        """HLT: wait (in the seam) until a timer or input can wake the guest."""
+        self.stats["halts"] += 1
+        rflags = self.cpu.get_regs()["rflags"]
+        if not rflags & RFLAGS_IF:
+            raise MachineStop(
+                RunResult(0, f"guest halted with interrupts disabled at RIP {ex.rip:#x}")
+            )
+        while True:
+            deadline = self.pit.next_deadline_ns()
+            now = self.seam.timer_due(self.exit_index, deadline)
+            if now is not None:
+                self.pit.update(now)
+            room = self.uart.rx_room()
+            if room:
+                data = self.seam.serial_input(self.exit_index, room)
+                if data:
+                    self.uart.receive(data)
+            if self.pic.has_interrupt() or self.seam.stop_requested():
+                return
+            if deadline is None and not self.seam.input_possible():
+                raise MachineStop(
+                    RunResult(
+                        ExitStatus.GUEST_STUCK,
+                        f"guest halted at RIP {ex.rip:#x} with no timer running and no"
+                        " input left: it can never wake up",
+                    )
+                )
+            self.seam.idle(deadline)
+
+    def _crash(self, ex: VcpuExit) -> None:
+        what = {
+            ExitKind.SHUTDOWN: "triple fault (shutdown)",
+            ExitKind.INTERNAL_ERROR: "KVM internal error",
+            ExitKind.FAIL_ENTRY: "VM entry failed",
+            ExitKind.DEBUG: "unexpected debug exit",
+            ExitKind.SYSTEM_EVENT: "system event",
+        }.get(ex.kind, "unexpected exit")
+        detail = f" ({ex.detail})" if ex.detail else ""
+        raise MachineStop(
+            RunResult(ExitStatus.GUEST_CRASH, f"guest crashed: {what} at RIP {ex.rip:#x}{detail}")
+        )

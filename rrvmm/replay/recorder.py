@@ -1,0 +1,113 @@
+"""The recorder: a live seam that writes every answer it gives into the trace.
+
+It sits between the machine and ``LiveSeam``: each input (clock, wall time, timer, serial
+bytes, read values) is logged with the current exit index before the guest sees it, every
+exit is logged for verification, and forced exits (kicks, interrupt windows) get a
+fingerprint so replay can find the same instruction again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..kvm.backend import ExitKind, VcpuExit
+from ..seam import LiveSeam, Seam
+from .events import EventKind
+from .fingerprint import fingerprint
+
+if TYPE_CHECKING:
+    from ..kvm.backend import CpuBackend
+    from .container import TraceWriter
+
+__all__ = ["Recorder", "exit_event", "FORCED_EXITS"]
+
+FORCED_EXITS = (ExitKind.INTR, ExitKind.IRQ_WINDOW)
+_READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
+_EXIT = int(EventKind.EXIT)
+
+
+def exit_event(ex: VcpuExit, data: bytes) -> list:
+    """The EXIT event payload for an exit; ``data`` is the written or read bytes."""
+    if ex.count == 1 and len(data) <= 8:
+        value: int | bytes = int.from_bytes(data, "little")
+    else:
+        value = data
+    return [_EXIT, int(ex.kind), ex.addr, ex.size, value, ex.rip]
+
+
+class Recorder(Seam):
+    def __init__(self, live: LiveSeam, writer: TraceWriter, cpu: CpuBackend) -> None:
+        self.live = live
+        self.writer = writer
+        self.cpu = cpu
+        self.index = 0
+        self._injected_before_entry = False
+        cpu.enable_dirty_log()  # type: ignore[attr-defined]
+        self.forced_exits = 0
+
+    def _log(self, event: list) -> None:
+        self.writer.append(self.index, event)
+
+    # --- inputs ---
+    def clock_ns(self) -> int:
+        v = self.live.clock_ns()
+        self._log([EventKind.CLOCK, v])
+        return v
+
+    def wall_time(self) -> float:
+        v = self.live.wall_time()
+        self._log([EventKind.WALL, v])
+        return v
+
+    def timer_due(self, index: int, deadline_ns: int | None) -> int | None:
+        v = self.live.timer_due(index, deadline_ns)
+        if v is not None:
+            self._log([EventKind.TIMER, v])
+        return v
+
+    def serial_input(self, index: int, room: int) -> bytes:
+        data = self.live.serial_input(index, room)
+        if data:
+            self._log([EventKind.SERIAL_RX, data])
+        return data
+
+    def read_value(self, index: int, exit: VcpuExit, value: bytes) -> bytes:
+        self._log(exit_event(exit, value))
+        return value
+
+    # --- the timeline ---
+    def on_exit(self, index: int, exit: VcpuExit) -> None:
+        self.index = index
+        kind = exit.kind
+        if kind in _READS:
+            return  # logged with its value in read_value
+        self._log(exit_event(exit, exit.data))
+        if kind in FORCED_EXITS:
+            self.forced_exits += 1
+            self._log([EventKind.LANDING, *self.landing()])
+        self._injected_before_entry = False
+
+    def landing(self) -> tuple[int, bool]:
+        """(fingerprint, progressed) of the state at a forced exit."""
+        cpu = self.cpu
+        progressed = not (self._injected_before_entry and cpu.injection_pending())  # type: ignore[attr-defined]
+        dirty = cpu.dirty_bitmap()  # type: ignore[attr-defined]
+        fp = fingerprint(cpu.get_regs(), dirty, cpu.ram_page)  # type: ignore[attr-defined]
+        return fp, progressed
+
+    def on_inject(self, index: int, vector: int) -> None:
+        self._injected_before_entry = True
+        self._log([EventKind.INJECT, vector])
+
+    # --- pass-through ---
+    def entering_guest(self, deadline_ns: int | None) -> None:
+        self.live.entering_guest(deadline_ns)
+
+    def stop_requested(self) -> bool:
+        return self.live.stop_requested()
+
+    def idle(self, deadline_ns: int | None) -> None:
+        self.live.idle(deadline_ns)
+
+    def input_possible(self) -> bool:
+        return self.live.input_possible()

@@ -1,0 +1,310 @@
+"""The replayer: a seam that answers from the trace and checks every exit against it.
+
+Devices still run: their computed read values are compared with the recorded ones, and
+the machine's own interrupt decisions with the recorded injections. Forced exits are
+re-created by landing: a hardware breakpoint at the recorded RIP, and at each hit the
+fingerprint of the state is compared until it matches (see ``fingerprint``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..kvm.backend import GPR_NAMES, ExitKind, VcpuExit
+from ..seam import Seam
+from .events import EventKind
+from .fingerprint import fingerprint
+from .recorder import FORCED_EXITS, exit_event
+
+if TYPE_CHECKING:
+    from ..kvm.backend import CpuBackend
+
+__all__ = ["Replayer", "ReplayDivergence", "TraceEnded", "ExitCheck"]
+
+_READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
+_EXIT_FIELDS = ("kind", "addr", "size", "value", "rip")
+
+
+class ReplayDivergence(Exception):
+    """Replay left the recorded timeline; the message is the report."""
+
+    def __init__(
+        self,
+        index: int,
+        what: str,
+        expected: object,
+        actual: object,
+        regs: dict[str, int] | None = None,
+        last_match: int = 0,
+    ) -> None:
+        self.index = index
+        self.what = what
+        self.expected = expected
+        self.actual = actual
+        self.regs = regs or {}
+        self.last_match = last_match
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        return (
+            f"replay diverged at exit {self.index}: {self.what}: expected {self.expected},"
+            f" got {self.actual} (last matching exit {self.last_match})"
+        )
+
+    def report(self) -> str:
+        lines = [self.one_line()]
+        if self.regs:
+            names = [n for n in GPR_NAMES if n in self.regs]
+            for i in range(0, len(names), 4):
+                lines.append(
+                    "  " + "  ".join(f"{n:>6}={self.regs[n]:#018x}" for n in names[i : i + 4])
+                )
+        return "\n".join(lines)
+
+
+class TraceEnded(Exception):
+    """The trace has no more events: the replay reached the end of what was recorded."""
+
+
+def _fmt_exit(ev: tuple | list) -> str:
+    _, kind, addr, size, value, rip = ev
+    v = value.hex() if isinstance(value, bytes) else f"{value:#x}"
+    return f"{ExitKind(kind).name} addr={addr:#x} size={size} value={v} rip={rip:#x}"
+
+
+@dataclass
+class ExitCheck:
+    """Called every ``every`` exits with (index, cpu); replay tests compare states."""
+
+    every: int
+    callback: Callable[[int, Any], None]
+
+
+@dataclass
+class ReplayStats:
+    landings: int = 0
+    landing_hits: int = 0
+    forged: int = 0
+    exits: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Replayer(Seam):
+    def __init__(
+        self,
+        events: Iterator[tuple[int, Any]],
+        cpu: CpuBackend,
+        check: ExitCheck | None = None,
+    ) -> None:
+        self._events = events
+        self._peeked: tuple[int, Any] | None = None
+        self._done = False
+        self.cpu = cpu
+        self.index = 0
+        self.last_match = 0
+        self.check = check
+        self.stats = ReplayStats()
+        self._pending_read: list | None = None
+        self._dirty = 0
+        cpu.enable_dirty_log()  # type: ignore[attr-defined]
+
+    # --- the event cursor ---
+    def _peek(self) -> tuple[int, Any] | None:
+        if self._peeked is None and not self._done:
+            try:
+                self._peeked = next(self._events)
+            except StopIteration:
+                self._done = True
+        return self._peeked
+
+    def _take(self) -> tuple[int, Any]:
+        ev = self._peek()
+        if ev is None:
+            raise TraceEnded()
+        self._peeked = None
+        return ev
+
+    def _expect(self, kind: EventKind, what: str) -> Any:
+        ev = self._peek()
+        if ev is None:
+            raise TraceEnded()
+        idx, payload = ev
+        if idx != self.index or payload[0] != kind:
+            raise self._diverged(what, self._describe(ev), f"{kind.name} at exit {self.index}")
+        self._peeked = None
+        return payload
+
+    def _next_is(self, kind: EventKind) -> Any | None:
+        ev = self._peek()
+        if ev is not None and ev[0] == self.index and ev[1][0] == kind:
+            self._peeked = None
+            return ev[1]
+        return None
+
+    def _describe(self, ev: tuple[int, Any]) -> str:
+        idx, payload = ev
+        kind = EventKind(payload[0])
+        if kind == EventKind.EXIT:
+            return f"exit {idx}: {_fmt_exit(payload)}"
+        return f"{kind.name} {list(payload[1:])} at exit {idx}"
+
+    def _diverged(self, what: str, expected: object, actual: object) -> ReplayDivergence:
+        try:
+            regs = self.cpu.get_regs()
+        except Exception:  # noqa: BLE001 - the report must not hide the divergence
+            regs = {}
+        return ReplayDivergence(self.index, what, expected, actual, regs, self.last_match)
+
+    @property
+    def at_end(self) -> bool:
+        return self._peek() is None
+
+    # --- inputs, from the trace ---
+    def clock_ns(self) -> int:
+        return self._expect(EventKind.CLOCK, "device read the clock")[1]
+
+    def wall_time(self) -> float:
+        return self._expect(EventKind.WALL, "RTC read the wall clock")[1]
+
+    def timer_due(self, index: int, deadline_ns: int | None) -> int | None:
+        ev = self._next_is(EventKind.TIMER)
+        return None if ev is None else ev[1]
+
+    def serial_input(self, index: int, room: int) -> bytes:
+        ev = self._next_is(EventKind.SERIAL_RX)
+        if ev is None:
+            return b""
+        if len(ev[1]) > room:
+            raise self._diverged("UART receive room", f">= {len(ev[1])} bytes", room)
+        return ev[1]
+
+    def read_value(self, index: int, exit: VcpuExit, value: bytes) -> bytes:
+        rec = self._expect_exit(exit, value)
+        recorded = rec[4]
+        data = (
+            recorded.to_bytes(exit.size * exit.count, "little")
+            if isinstance(recorded, int)
+            else recorded
+        )
+        if data != value:
+            raise self._diverged(
+                f"value read from {ExitKind(rec[1]).name} {rec[2]:#x}",
+                f"{data.hex()} (recorded)",
+                f"{value.hex()} (device model)",
+            )
+        self.last_match = index
+        return data
+
+    # --- the timeline ---
+    def _expect_exit(self, exit: VcpuExit, value: bytes) -> list:
+        ev = self._peek()
+        if ev is None:
+            raise TraceEnded()
+        idx, payload = ev
+        actual = exit_event(exit, value)
+        if idx != self.index or payload[0] != EventKind.EXIT:
+            raise self._diverged("exit", self._describe(ev), f"exit {self.index}: "
+                                 f"{_fmt_exit(actual)}")
+        self._peeked = None
+        same = (
+            payload[1] == actual[1]
+            and payload[2] == actual[2]
+            and payload[3] == actual[3]
+            and payload[5] == actual[5]
+            and (exit.kind in _READS or payload[4] == actual[4])
+        )
+        if not same:
+            raise self._diverged("exit", _fmt_exit(payload), _fmt_exit(actual))
+        return payload
+
+    def on_exit(self, index: int, exit: VcpuExit) -> None:
+        self.index = index
+        self.stats.exits = index
+        if exit.kind not in _READS:
+            self._expect_exit(exit, exit.data)
+            if exit.kind in FORCED_EXITS:
+                self._expect(EventKind.LANDING, "forced exit landing")
+            self.last_match = index
+        if self.check is not None and index % self.check.every == 0:
+            self.check.callback(index, self.cpu)
+
+    def on_inject(self, index: int, vector: int) -> None:
+        ev = self._next_is(EventKind.INJECT)
+        if ev is None or ev[1] != vector:
+            raise self._diverged(
+                "interrupt injection",
+                f"vector {ev[1]:#x}" if ev else "no injection",
+                f"vector {vector:#x}",
+            )
+
+    def idle(self, deadline_ns: int | None) -> None:
+        ev = self._peek()
+        if ev is None:
+            raise TraceEnded()
+        if ev[0] != self.index or ev[1][0] not in (EventKind.TIMER, EventKind.SERIAL_RX):
+            raise self._diverged("wake-up of a halted guest", self._describe(ev), "nothing")
+
+    def input_possible(self) -> bool:
+        return not self.at_end
+
+    # --- running the CPU ---
+    def run(self, cpu: CpuBackend) -> VcpuExit:
+        cpu.request_interrupt_window(False)
+        ev = self._peek()
+        if ev is None:
+            raise TraceEnded()
+        idx, payload = ev
+        if payload[0] == EventKind.EXIT and ExitKind(payload[1]) in FORCED_EXITS:
+            return self._land(cpu, ExitKind(payload[1]), payload[5])
+        return cpu.run()
+
+    def _land(self, cpu: Any, kind: ExitKind, rip: int) -> VcpuExit:
+        """Run to the recorded forced exit: breakpoint at its RIP, match the fingerprint."""
+        # The LANDING event follows the EXIT event; read it without consuming either.
+        landing = self._landing_event()
+        if landing is None:
+            raise TraceEnded()
+        want_fp, progressed = landing[1], landing[2]
+        self.stats.landings += 1
+        if not progressed:
+            self.stats.forged += 1
+            cpu.dirty_bitmap()
+            return cpu.forge_exit(kind, rip)
+        dirty = 0
+        cpu.set_debug([rip])
+        try:
+            while True:
+                ex = cpu.run()
+                if ex.kind is not ExitKind.DEBUG or ex.rip != rip:
+                    return ex  # a real exit first: the verification reports it
+                self.stats.landing_hits += 1
+                dirty |= cpu.dirty_bitmap()
+                if fingerprint(cpu.get_regs(), dirty, cpu.ram_page) == want_fp:
+                    ex.kind = kind
+                    return ex
+                cpu.set_debug([], single_step=True)
+                ex = cpu.run()
+                if ex.kind is not ExitKind.DEBUG:
+                    return ex
+                cpu.set_debug([rip])
+        finally:
+            cpu.set_debug([])
+
+    def _landing_event(self) -> list | None:
+        """Peek past the pending EXIT event at the LANDING event that must follow it."""
+        exit_ev = self._take()
+        landing = self._peek()
+        # put the EXIT event back in front
+        self._events = _prepend(landing, self._events) if landing is not None else self._events
+        self._peeked = exit_ev
+        self._done = False
+        if landing is None or landing[1][0] != EventKind.LANDING:
+            return None
+        return landing[1]
+
+
+def _prepend(item: tuple[int, Any], rest: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    yield item
+    yield from rest

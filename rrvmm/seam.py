@@ -1,0 +1,127 @@
+"""The one seam through which nondeterministic inputs enter the guest.
+
+The machine asks the seam for every value that is not a function of guest state: the clock
+the PIT counts against, the wall clock the RTC shows, the bytes typed into the serial port,
+and whether a timer deadline has passed. ``LiveSeam`` answers from the host. The recorder
+wraps it and logs each answer with the exit index it belongs to; the replayer answers from
+the trace instead, so the devices compute the same values again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from .kicker import Kicker
+
+if TYPE_CHECKING:
+    from .hostio import SerialHost
+    from .kvm.backend import CpuBackend, VcpuExit
+
+__all__ = ["Seam", "LiveSeam"]
+
+
+class Seam:
+    """Base: the hooks the machine calls. Subclasses answer or check them."""
+
+    def clock_ns(self) -> int:
+        """Guest time for the PIT, nanoseconds since power-on."""
+        raise NotImplementedError
+
+    def wall_time(self) -> float:
+        """Seconds since the epoch, for the RTC."""
+        raise NotImplementedError
+
+    def timer_due(self, index: int, deadline_ns: int | None) -> int | None:
+        """At exit ``index``: the clock value if the device deadline has passed, else None."""
+        raise NotImplementedError
+
+    def serial_input(self, index: int, room: int) -> bytes:
+        """At exit ``index``: up to ``room`` bytes of host input for the UART."""
+        raise NotImplementedError
+
+    def read_value(self, index: int, exit: VcpuExit, value: bytes) -> bytes:
+        """The bytes the guest gets for an IN/MMIO read the devices answered with ``value``."""
+        return value
+
+    def entering_guest(self, deadline_ns: int | None) -> None:
+        """Called before each entry with the next device deadline (guest ns)."""
+
+    def run(self, cpu: CpuBackend) -> VcpuExit:
+        """Enter the guest until the next exit; replay re-creates forced exits here."""
+        return cpu.run()
+
+    def stop_requested(self) -> bool:
+        """The user asked to stop (escape key)."""
+        return False
+
+    def on_exit(self, index: int, exit: VcpuExit) -> None:
+        """Called for every exit, before it is handled."""
+
+    def on_inject(self, index: int, vector: int) -> None:
+        """Called when the machine injects ``vector`` before resuming after exit ``index``."""
+
+    def idle(self, deadline_ns: int | None) -> None:
+        """The guest is halted; block until ``deadline_ns`` (guest ns) or input may be due."""
+
+    def input_possible(self) -> bool:
+        """Whether serial input may still arrive (a halted guest may wait for it)."""
+        return False
+
+
+class LiveSeam(Seam):
+    """Inputs from the host: monotonic clock, wall clock, the serial host's input queue."""
+
+    def __init__(self, serial: SerialHost | None) -> None:
+        self._t0 = time.monotonic_ns()
+        self._serial = serial
+        self._kicker: Kicker | None = None
+
+    def attach(self, cpu: CpuBackend) -> None:
+        """Start kicking ``cpu`` at deadlines and on serial input."""
+        self._kicker = Kicker(cpu.kick)
+        if self._serial is not None:
+            self._serial.start(cpu.kick)
+
+    def detach(self) -> None:
+        if self._kicker is not None:
+            self._kicker.close()
+            self._kicker = None
+
+    def entering_guest(self, deadline_ns: int | None) -> None:
+        if self._kicker is not None:
+            self._kicker.arm(None if deadline_ns is None else deadline_ns + self._t0)
+
+    def stop_requested(self) -> bool:
+        return self._serial is not None and self._serial.quit_requested
+
+    def clock_ns(self) -> int:
+        return time.monotonic_ns() - self._t0
+
+    def wall_time(self) -> float:
+        return time.time()
+
+    def timer_due(self, index: int, deadline_ns: int | None) -> int | None:
+        if deadline_ns is None:
+            return None
+        now = time.monotonic_ns() - self._t0
+        return now if now >= deadline_ns else None
+
+    def serial_input(self, index: int, room: int) -> bytes:
+        s = self._serial
+        if s is None or room <= 0 or not s.has_input():
+            return b""
+        return s.take(room)
+
+    def idle(self, deadline_ns: int | None) -> None:
+        timeout_s = None
+        if deadline_ns is not None:
+            timeout_s = max(0.0, (deadline_ns - (time.monotonic_ns() - self._t0)) / 1e9)
+        if self._serial is not None:
+            self._serial.wait(timeout_s)
+        elif timeout_s is not None:
+            time.sleep(timeout_s)
+
+    def input_possible(self) -> bool:
+        s = self._serial
+        return s is not None and (not s.input_closed or s.has_input())
