@@ -11,13 +11,14 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 from . import __version__
 from .errors import ExitStatus, RrvmmError
-from .kvm.backend import BackendError, BackendUnavailable
+from .kvm.backend import BackendError
 
 __all__ = ["main", "parse_memory"]
 
@@ -68,51 +69,148 @@ def _build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a guest (no recording)")
     _add_machine_args(run)
     run.set_defaults(func=_cmd_run)
+    rec = sub.add_parser("record", help="run a guest and record it to a trace")
+    _add_machine_args(rec)
+    rec.add_argument("-o", "--output", help="trace file (default: a new file under traces/)")
+    rec.set_defaults(func=_cmd_record)
+    rep = sub.add_parser("replay", help="replay a trace and check it exit by exit")
+    rep.add_argument("trace")
+    rep.add_argument("--kernel", help="the kernel image, if not at the recorded path")
+    rep.add_argument("--initrd", help="the initrd image, if not at the recorded path")
+    rep.set_defaults(func=_cmd_replay)
+    tr = sub.add_parser("trace", help="inspect a trace")
+    tr.add_argument("action", choices=("info", "dump", "stats"))
+    tr.add_argument("trace")
+    tr.add_argument("--json", action="store_true", help="machine-readable output")
+    tr.set_defaults(func=_cmd_trace)
     return parser
 
 
-def _make_backend(name: str, memory: int):  # noqa: ANN202 - returns a CpuBackend
-    from .kvm.kvm_backend import KvmBackend
-
-    try:
-        return KvmBackend(memory, kvm_device_path())
-    except BackendUnavailable as e:
-        raise RrvmmError(f"KVM is not usable: {e}", ExitStatus.NO_KVM) from None
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from .boot.kernel import read_image
-    from .hostio import SerialHost
-    from .kvm.cpuid import filter_cpuid
-    from .machine import Machine, MachineConfig
-    from .seam import LiveSeam
+def _machine_setup(args: argparse.Namespace):  # noqa: ANN202
+    from .machine import MachineConfig
+    from .session import GuestImages, make_backend
 
     memory = parse_memory(args.memory)
     kernel_path = Path(args.kernel) if args.kernel else demo_kernel_path()
-    kernel = read_image(kernel_path)
-    initrd = read_image(args.initrd, "initrd") if args.initrd else None
-    cpu = _make_backend(args.backend, memory)
-    try:
-        from .kvm.kvm_backend import KvmBackend
+    images = GuestImages.load(kernel_path, args.initrd)
+    config = MachineConfig(memory=memory, cmdline=args.append, kernel_name=kernel_path.name)
+    cpu = make_backend(args.backend, memory, kvm_device_path())
+    return images, config, cpu
 
-        if isinstance(cpu, KvmBackend):
-            cpu.set_cpuid(filter_cpuid(cpu.kvm.supported_cpuid()))
-        serial = SerialHost(input_fd=_stdin_fd())
-        seam = LiveSeam(serial)
-        config = MachineConfig(memory=memory, cmdline=args.append, kernel_name=kernel_path.name)
-        machine = Machine(config, cpu, seam, serial)
-        machine.boot(kernel, initrd)
-        seam.attach(cpu)
-        try:
-            with serial.terminal():
-                result = machine.run()
-        finally:
-            seam.detach()
+
+def _report_end(result, verbose: bool) -> None:  # noqa: ANN001
+    if result.status != 0 or verbose:
+        print(f"rrvmm: {result.reason}", file=sys.stderr)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .hostio import SerialHost
+    from .session import run_guest
+
+    images, config, cpu = _machine_setup(args)
+    try:
+        result = run_guest(images, config, cpu, SerialHost(input_fd=_stdin_fd()))
     finally:
         cpu.close()
-    if result.status != 0 or args.verbose:
-        print(f"rrvmm: {result.reason}", file=sys.stderr)
+    _report_end(result, args.verbose)
     return result.status
+
+
+def _default_trace_path(kernel_name: str) -> Path:
+    stem = Path(kernel_name).stem
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("traces") / f"{stem}-{stamp}"
+    path = base.with_suffix(".rrt")
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(f"{base}-{n}.rrt")
+    return path
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from .hostio import SerialHost
+    from .session import record_guest
+
+    images, config, cpu = _machine_setup(args)
+    out = Path(args.output) if args.output else _default_trace_path(images.kernel_path.name)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        cpu.close()
+        raise RrvmmError(f"cannot create {out.parent}: {e.strerror}", ExitStatus.NO_INPUT) from None
+    try:
+        result, recorder = record_guest(
+            images, config, cpu, SerialHost(input_fd=_stdin_fd()), out
+        )
+    finally:
+        cpu.close()
+    _report_end(result, args.verbose)
+    print(
+        f"rrvmm: recorded {result.exits} exits ({recorder.forced_exits} forced) to {out}",
+        file=sys.stderr,
+    )
+    return result.status
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .session import open_trace, replay_trace
+
+    with open_trace(args.trace) as reader:
+        total = reader.footer.get("exits") if reader.footer else None
+        progress = _progress_printer(total) if sys.stderr.isatty() else None
+        outcome = replay_trace(
+            reader,
+            kernel=args.kernel,
+            initrd=args.initrd,
+            output=sys.stdout.buffer,
+            progress=progress,
+            kvm_device=kvm_device_path(),
+        )
+        if progress is not None:
+            print("\r\033[K", end="", file=sys.stderr)
+        truncated = reader.truncated
+    if outcome.divergence is not None:
+        print(f"rrvmm: {outcome.divergence.report()}", file=sys.stderr)
+        return ExitStatus.DIVERGED
+    if truncated:
+        print(
+            f"rrvmm: trace {args.trace} was cut after exit {outcome.exits} (the recording"
+            " did not finish); everything up to there replayed exactly",
+            file=sys.stderr,
+        )
+        return ExitStatus.BAD_TRACE
+    if not outcome.matched:
+        print(
+            f"rrvmm: replay ended at exit {outcome.exits} before the recording did",
+            file=sys.stderr,
+        )
+        return ExitStatus.DIVERGED
+    reason = outcome.result.reason if outcome.result else "end of trace"
+    print(f"rrvmm: replay matched all {outcome.exits} exits ({reason})", file=sys.stderr)
+    return 0
+
+
+def _progress_printer(total: int | None):  # noqa: ANN202
+    last = [0.0]
+
+    def show(index: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.25:
+            return
+        last[0] = now
+        of = f"/{total}" if total else ""
+        print(f"\rrrvmm: replaying exit {index}{of}", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from .replay import inspect
+    from .session import open_trace
+
+    with open_trace(args.trace) as reader:
+        return inspect.run(args.action, reader, args.json, sys.stdout)
 
 
 def _stdin_fd() -> int | None:
@@ -140,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackendError as e:
         print(f"rrvmm: CPU backend error: {e}", file=sys.stderr)
         return ExitStatus.GUEST_CRASH
+    except BrokenPipeError:
+        # the reader of our output went away (e.g. `| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("rrvmm: interrupted", file=sys.stderr)
         return ExitStatus.INTERRUPTED

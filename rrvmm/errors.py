@@ -21,6 +21,7 @@ class ExitStatus:
     GUEST_STUCK = 71  # halted with no interrupt that could ever wake it
     DIVERGED = 72  # replay did not match the recording
     BAD_TRACE = 73  # a trace that is corrupt, truncated, too new or not a trace
+    IMAGE_MISMATCH = 75  # replay given a kernel/initrd other than the recorded one
     INTERRUPTED = 130  # the user quit (escape key, SIGINT)
 
 

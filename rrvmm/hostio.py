@@ -44,9 +44,11 @@ class SerialHost:
         self._event = threading.Event()
         self._thread: threading.Thread | None = None
         self._escape = False
+        self.transcript = bytearray()  # all guest output, for replay comparison
 
     # --- output ---
     def write(self, data: bytes) -> None:
+        self.transcript += data
         self._out.write(data)
         if b"\n" in data:
             self._out.flush()

@@ -21,6 +21,12 @@ _libc = C.CDLL(None, use_errno=True)
 _ioctl = _libc.ioctl
 _ioctl.argtypes = [C.c_int, C.c_ulong, C.c_void_p]
 _ioctl.restype = C.c_int
+_mmap = _libc.mmap
+_mmap.argtypes = [C.c_void_p, C.c_size_t, C.c_int, C.c_int, C.c_int, C.c_long]
+_mmap.restype = C.c_void_p
+_munmap = _libc.munmap
+_munmap.argtypes = [C.c_void_p, C.c_size_t]
+_MAP_FAILED = C.c_void_p(-1).value
 
 
 class KvmIoctlError(BackendError):
@@ -143,9 +149,13 @@ class KvmVcpu:
     def __init__(self, vm: KvmVm, fd: int) -> None:
         self.vm = vm
         self.fd = fd
-        self._mmap = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED)
-        self.run_struct = K.kvm_run.from_buffer(self._mmap)
-        self._run_addr = C.addressof(self.run_struct)
+        # libc mmap rather than mmap.mmap: ctypes views into a Python mmap pin it open
+        self._run_size = vm.kvm.vcpu_mmap_size
+        addr = _mmap(None, self._run_size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, _MAP_FAILED):
+            raise KvmIoctlError("mmap(kvm_run)", C.get_errno())
+        self._run_addr: int = addr
+        self.run_struct = K.kvm_run.from_address(addr)
 
     def run(self) -> bool:
         """KVM_RUN; False when interrupted by a signal (EINTR) before or during the run."""
@@ -205,6 +215,5 @@ class KvmVcpu:
         ioctl(self.fd, K.KVM_SET_GUEST_DEBUG, dbg)
 
     def close(self) -> None:
-        del self.run_struct
-        self._mmap.close()
+        _munmap(self._run_addr, self._run_size)
         os.close(self.fd)

@@ -91,6 +91,7 @@ class KvmBackend:
         self._read_buf: C.Array[C.c_char] | None = None
         self._thread_id: int | None = None
         self.exit = VcpuExit()
+        self.int3_emulated = 0
         _install_kick_handler()
 
     # --- memory ---
@@ -185,6 +186,8 @@ class KvmBackend:
         if self._thread_id is None:
             self._thread_id = threading.get_ident()
         entered = self.vcpu.run()
+        while entered and run.exit_reason == K.KVM_EXIT_INTERNAL_ERROR and self._emulate_int3():
+            entered = self.vcpu.run()
         run.immediate_exit = 0
         run.kvm_dirty_regs = 0
         self._synced = self._sync
@@ -192,7 +195,7 @@ class KvmBackend:
         ex.rip = self._sync_regs.rip if self._sync else self.get_regs()["rip"]
         ex.count = 1
         if not entered:
-            ex.kind = ExitKind.INTR
+            ex.kind, ex.addr, ex.size, ex.data, ex.detail = ExitKind.INTR, 0, 0, b"", ""
             return ex
         reason = run.exit_reason
         if reason == K.KVM_EXIT_IO:
@@ -234,6 +237,31 @@ class KvmBackend:
         elif ex.kind == ExitKind.UNKNOWN:
             ex.detail = K.KVM_EXIT_NAMES.get(reason, f"exit reason {reason}")
         return ex
+
+    def _emulate_int3(self) -> bool:
+        """Deliver an INT3 the in-kernel emulator gave up on; True if it was one.
+
+        KVM's instruction emulator (kvm_pvm hosts) stops with an emulation failure on INT3,
+        which Linux uses for text patching. A trap-class #BP is simple to deliver: RIP past
+        the instruction, then the exception queued through KVM_SET_VCPU_EVENTS.
+        """
+        ie = self._run.u.internal
+        if ie.suberror != K.KVM_INTERNAL_ERROR_EMULATION or ie.ndata < 3 or not ie.data[0] & 1:
+            return False
+        insn = int(ie.data[1]).to_bytes(8, "little")
+        if insn[0] == 0 or insn[1] != 0xCC:  # insn_size, then the instruction bytes
+            return False
+        regs = self.vcpu.get(K.KVM_GET_REGS, K.kvm_regs)
+        regs.rip += 1
+        self.vcpu.set(K.KVM_SET_REGS, regs)
+        ev = self.vcpu.get(K.KVM_GET_VCPU_EVENTS, K.kvm_vcpu_events)
+        ev.exception.injected = 1
+        ev.exception.nr = 3
+        ev.exception.has_error_code = 0
+        ev.flags = 0
+        self.vcpu.set(K.KVM_SET_VCPU_EVENTS, ev)
+        self.int3_emulated += 1
+        return True
 
     def complete_read(self, data: bytes) -> None:
         buf = self._read_buf
@@ -310,6 +338,7 @@ class KvmBackend:
         return self.vcpu.get(K.KVM_GET_MP_STATE, K.kvm_mp_state).mp_state
 
     def close(self) -> None:
+        """Release the fds; guest RAM goes with the last reference to this object."""
         self.vcpu.close()
         self.vm.close()
         self.kvm.close()

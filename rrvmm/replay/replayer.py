@@ -107,7 +107,7 @@ class Replayer(Seam):
         self.check = check
         self.stats = ReplayStats()
         self._pending_read: list | None = None
-        self._dirty = 0
+        self.progress: Callable[[int], None] | None = None
         cpu.enable_dirty_log()  # type: ignore[attr-defined]
 
     # --- the event cursor ---
@@ -227,6 +227,8 @@ class Replayer(Seam):
             if exit.kind in FORCED_EXITS:
                 self._expect(EventKind.LANDING, "forced exit landing")
             self.last_match = index
+        if self.progress is not None and not index & 0xFFF:
+            self.progress(index)
         if self.check is not None and index % self.check.every == 0:
             self.check.callback(index, self.cpu)
 
@@ -282,7 +284,7 @@ class Replayer(Seam):
                 self.stats.landing_hits += 1
                 dirty |= cpu.dirty_bitmap()
                 if fingerprint(cpu.get_regs(), dirty, cpu.ram_page) == want_fp:
-                    ex.kind = kind
+                    ex.kind, ex.addr, ex.size, ex.data, ex.detail = kind, 0, 0, b"", ""
                     return ex
                 cpu.set_debug([], single_step=True)
                 ex = cpu.run()

@@ -1,0 +1,272 @@
+"""Putting a machine together for run, record and replay: the one place that does it.
+
+``GuestImages`` are the files a guest boots from (read once, hashed for the trace header);
+``run``, ``record`` and ``replay`` build the same machine around a different seam.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import __version__
+from .boot.kernel import read_image
+from .errors import ExitStatus, RrvmmError
+from .hostio import SerialHost
+from .kvm.backend import BackendUnavailable, CpuBackend
+from .kvm.cpuid import filter_cpuid
+from .machine import Machine, MachineConfig, RunResult
+from .replay.container import TraceError, TraceReader, TraceWriter
+from .replay.recorder import Recorder
+from .replay.replayer import ExitCheck, ReplayDivergence, Replayer, TraceEnded
+from .seam import LiveSeam
+
+__all__ = [
+    "GuestImages",
+    "make_backend",
+    "run_guest",
+    "record_guest",
+    "replay_trace",
+    "ReplayOutcome",
+    "open_trace",
+]
+
+
+@dataclass
+class GuestImages:
+    kernel_path: Path
+    kernel: bytes
+    initrd_path: Path | None = None
+    initrd: bytes | None = None
+
+    @classmethod
+    def load(cls, kernel: str | Path, initrd: str | Path | None = None) -> GuestImages:
+        kp = Path(kernel)
+        ip = Path(initrd) if initrd else None
+        return cls(kp, read_image(kp), ip, read_image(ip, "initrd") if ip else None)
+
+    def describe(self) -> dict[str, Any]:
+        out = {"kernel": _image_entry(self.kernel_path, self.kernel)}
+        if self.initrd_path is not None and self.initrd is not None:
+            out["initrd"] = _image_entry(self.initrd_path, self.initrd)
+        return out
+
+
+def _image_entry(path: Path, data: bytes) -> dict[str, Any]:
+    return {
+        "path": str(path.resolve()),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+
+
+def make_backend(name: str, memory: int, kvm_device: str = "/dev/kvm") -> CpuBackend:
+    """The CPU backend ``name`` ('kvm' or 'auto'); RrvmmError if it cannot be had."""
+    from .kvm.kvm_backend import KvmBackend
+
+    try:
+        return KvmBackend(memory, kvm_device)
+    except BackendUnavailable as e:
+        raise RrvmmError(f"KVM is not usable: {e}", ExitStatus.NO_KVM) from None
+
+
+def _guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:
+    from .kvm.kvm_backend import KvmBackend
+
+    if isinstance(cpu, KvmBackend):
+        return filter_cpuid(cpu.kvm.supported_cpuid())
+    raise RrvmmError(f"no CPUID source for backend {cpu.name}", ExitStatus.USAGE)
+
+
+def _boot(machine: Machine, images: GuestImages) -> None:
+    machine.boot(images.kernel, images.initrd)
+
+
+def run_guest(
+    images: GuestImages,
+    config: MachineConfig,
+    cpu: CpuBackend,
+    serial: SerialHost,
+) -> RunResult:
+    """Run live, no recording."""
+    cpu.set_cpuid(_guest_cpuid(cpu))
+    seam = LiveSeam(serial)
+    machine = Machine(config, cpu, seam, serial)
+    _boot(machine, images)
+    seam.attach(cpu)
+    try:
+        with serial.terminal():
+            return machine.run()
+    finally:
+        seam.detach()
+
+
+def record_guest(
+    images: GuestImages,
+    config: MachineConfig,
+    cpu: CpuBackend,
+    serial: SerialHost,
+    trace_path: Path,
+) -> tuple[RunResult, Recorder]:
+    """Run live and write every input to ``trace_path``."""
+    cpuid = _guest_cpuid(cpu)
+    cpu.set_cpuid(cpuid)
+    header = {
+        "rrvmm": __version__,
+        "backend": cpu.name,
+        "machine": {"memory": config.memory, "cmdline": config.cmdline, "irqchip": "user"},
+        "cpuid": [list(r) for r in cpuid],
+        "images": images.describe(),
+        "cmdline": config.cmdline,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+    }
+    live = LiveSeam(serial)
+    try:
+        writer = TraceWriter(trace_path, header)
+    except OSError as e:
+        raise RrvmmError(
+            f"cannot write trace {trace_path}: {e.strerror}", ExitStatus.NO_INPUT
+        ) from None
+    with writer:
+        recorder = Recorder(live, writer, cpu)
+        machine = Machine(config, cpu, recorder, serial)
+        _boot(machine, images)
+        live.attach(cpu)
+        try:
+            with serial.terminal():
+                result = machine.run()
+        finally:
+            live.detach()
+        writer.close(
+            {
+                "status": result.status,
+                "reason": result.reason,
+                "exits": result.exits,
+                "forced_exits": recorder.forced_exits,
+                "serial_sha256": hashlib.sha256(serial.transcript).hexdigest(),
+            }
+        )
+    return result, recorder
+
+
+def open_trace(path: str | Path) -> TraceReader:
+    """Open a trace for reading; every failure is a one-line RrvmmError."""
+    try:
+        return TraceReader(path)
+    except FileNotFoundError:
+        raise RrvmmError(f"trace not found: {path}", ExitStatus.NO_INPUT) from None
+    except IsADirectoryError:
+        raise RrvmmError(f"trace path is a directory: {path}", ExitStatus.NO_INPUT) from None
+    except TraceError as e:
+        raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
+    except OSError as e:
+        raise RrvmmError(f"cannot read trace {path}: {e.strerror}", ExitStatus.NO_INPUT) from None
+
+
+def _images_for_replay(
+    header: dict[str, Any], kernel: str | None, initrd: str | None
+) -> GuestImages:
+    imgs = header.get("images", {})
+    k = imgs.get("kernel")
+    if k is None:
+        raise RrvmmError("trace header names no kernel image", ExitStatus.BAD_TRACE)
+    kpath = Path(kernel) if kernel else Path(k["path"])
+    i = imgs.get("initrd")
+    ipath = Path(initrd) if initrd else (Path(i["path"]) if i else None)
+    images = GuestImages.load(kpath, ipath)
+    for what, entry, data in (("kernel", k, images.kernel), ("initrd", i, images.initrd)):
+        if entry is None or data is None:
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry["sha256"]:
+            name = kpath if what == "kernel" else ipath
+            raise RrvmmError(
+                f"{what} {name} is not the image this trace was recorded with"
+                f" (sha256 {digest[:16]}…, trace has {entry['sha256'][:16]}…)",
+                ExitStatus.IMAGE_MISMATCH,
+            )
+    return images
+
+
+@dataclass
+class ReplayOutcome:
+    """How a replay ended."""
+
+    matched: bool  # every recorded exit was reproduced
+    complete: bool  # the trace was complete (not cut)
+    exits: int
+    result: RunResult | None  # the guest's own end, when replay reached it
+    divergence: ReplayDivergence | None
+    serial: bytes
+    replayer: Replayer
+
+
+def replay_trace(
+    reader: TraceReader,
+    *,
+    kernel: str | None = None,
+    initrd: str | None = None,
+    output: BinaryIO | None = None,
+    check: ExitCheck | None = None,
+    progress: Callable[[int], None] | None = None,
+    kvm_device: str = "/dev/kvm",
+) -> ReplayOutcome:
+    """Re-execute a recording and check it exit by exit."""
+    header = reader.header
+    images = _images_for_replay(header, kernel, initrd)
+    mc = header["machine"]
+    config = MachineConfig(
+        memory=mc["memory"], cmdline=mc["cmdline"], kernel_name=images.kernel_path.name
+    )
+    cpu = make_backend(header.get("backend", "kvm"), config.memory, kvm_device)
+    try:
+        cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
+        serial = SerialHost(output=output or io.BytesIO(), input_fd=None)
+        try:
+            events = reader.events()
+        except TraceError as e:
+            raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
+        replayer = Replayer(_checked(events), cpu, check)
+        if progress is not None:
+            replayer.progress = progress
+        machine = Machine(config, cpu, replayer, serial)
+        _boot(machine, images)
+        divergence = None
+        result = None
+        try:
+            result = machine.run()
+        except ReplayDivergence as d:
+            divergence = d
+        except TraceEnded:
+            pass
+        serial.flush()
+        complete = not reader.truncated
+        matched = divergence is None and (result is not None or replayer.at_end)
+        if result is not None and not replayer.at_end:
+            matched = False
+        return ReplayOutcome(
+            matched=matched,
+            complete=complete,
+            exits=machine.exit_index,
+            result=result,
+            divergence=divergence,
+            serial=serial.transcript,
+            replayer=replayer,
+        )
+    finally:
+        cpu.close()
+
+
+def _checked(events):  # noqa: ANN001, ANN202 - iterator passthrough
+    try:
+        yield from events
+    except TraceError as e:
+        raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
+
