@@ -186,6 +186,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return ExitStatus.DIVERGED
+    if args.verbose:
+        st = outcome.replayer.stats
+        print(
+            f"rrvmm: {st.landings} landings, {st.landing_hits} breakpoint hits,"
+            f" {st.forged} without guest progress",
+            file=sys.stderr,
+        )
     reason = outcome.result.reason if outcome.result else "end of trace"
     print(f"rrvmm: replay matched all {outcome.exits} exits ({reason})", file=sys.stderr)
     return 0

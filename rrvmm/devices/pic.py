@@ -148,8 +148,15 @@ class Pic8259Pair(ByteRegisters):
         self.state = PicState()
 
     def reset(self) -> None:
-        """Power-on: both chips uninitialized (vector base 0, nothing masked), all edge."""
-        self.state = PicState()
+        """Power-on: both chips uninitialized (vector base 0, nothing masked), all edge.
+
+        The input wires keep their levels: devices only report changes.
+        """
+        old = self.state
+        self.state = PicState(
+            master=PicChipState(lines=old.master.lines & ~(1 << CASCADE_IRQ)),
+            slave=PicChipState(lines=old.slave.lines),
+        )
 
     # -- inputs and the INTA cycle -----------------------------------------------------
 

@@ -8,12 +8,13 @@ fingerprint so replay can find the same instruction again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from ..kvm.backend import ExitKind, VcpuExit
 from ..seam import LiveSeam, Seam
 from .events import EventKind
-from .fingerprint import fingerprint
+from .fingerprint import memory_fingerprint, regs_fingerprint
 
 if TYPE_CHECKING:
     from ..kvm.backend import CpuBackend
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["Recorder", "exit_event", "FORCED_EXITS"]
 
 FORCED_EXITS = (ExitKind.INTR, ExitKind.IRQ_WINDOW)
+_FLUSH_INTERVAL_S = 0.2
+_LONG_WAIT_NS = 50_000_000
 _READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
 _EXIT = int(EventKind.EXIT)
 
@@ -44,6 +47,7 @@ class Recorder(Seam):
         self._injected_before_entry = False
         cpu.enable_dirty_log()  # type: ignore[attr-defined]
         self.forced_exits = 0
+        self._last_flush = time.monotonic()
 
     def _log(self, event: list) -> None:
         self.writer.append(self.index, event)
@@ -87,13 +91,12 @@ class Recorder(Seam):
             self._log([EventKind.LANDING, *self.landing()])
         self._injected_before_entry = False
 
-    def landing(self) -> tuple[int, bool]:
-        """(fingerprint, progressed) of the state at a forced exit."""
-        cpu = self.cpu
-        progressed = not (self._injected_before_entry and cpu.injection_pending())  # type: ignore[attr-defined]
-        dirty = cpu.dirty_bitmap()  # type: ignore[attr-defined]
-        fp = fingerprint(cpu.get_regs(), dirty, cpu.ram_page)  # type: ignore[attr-defined]
-        return fp, progressed
+    def landing(self) -> tuple[int, int, bool]:
+        """(registers fingerprint, memory fingerprint, progressed) at a forced exit."""
+        cpu: Any = self.cpu
+        progressed = not (self._injected_before_entry and cpu.injection_pending())
+        mem = memory_fingerprint(cpu.dirty_bitmap(), cpu.ram_page)
+        return regs_fingerprint(cpu.get_regs()), mem, progressed
 
     def on_inject(self, index: int, vector: int) -> None:
         self._injected_before_entry = True
@@ -107,6 +110,13 @@ class Recorder(Seam):
         return self.live.stop_requested()
 
     def idle(self, deadline_ns: int | None) -> None:
+        # A halted guest is a natural moment to put the open chunk on disk, so a recording
+        # killed while the guest waits for input keeps everything up to the wait.
+        now = time.monotonic()
+        long_wait = deadline_ns is None or deadline_ns - self.live.clock_ns() > _LONG_WAIT_NS
+        if self.writer.pending_bytes and (long_wait or now - self._last_flush > _FLUSH_INTERVAL_S):
+            self.writer.flush()
+            self._last_flush = now
         self.live.idle(deadline_ns)
 
     def input_possible(self) -> bool:

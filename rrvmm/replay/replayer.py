@@ -8,6 +8,7 @@ fingerprint of the state is compared until it matches (see ``fingerprint``).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..kvm.backend import GPR_NAMES, ExitKind, VcpuExit
 from ..seam import Seam
 from .events import EventKind
-from .fingerprint import fingerprint
+from .fingerprint import memory_fingerprint, regs_fingerprint
 from .recorder import FORCED_EXITS, exit_event
 
 if TYPE_CHECKING:
@@ -99,8 +100,7 @@ class Replayer(Seam):
         check: ExitCheck | None = None,
     ) -> None:
         self._events = events
-        self._peeked: tuple[int, Any] | None = None
-        self._done = False
+        self._ahead: deque[tuple[int, Any]] = deque()  # looked at, not yet consumed
         self.cpu = cpu
         self.index = 0
         self.last_match = 0
@@ -111,20 +111,18 @@ class Replayer(Seam):
         cpu.enable_dirty_log()  # type: ignore[attr-defined]
 
     # --- the event cursor ---
-    def _peek(self) -> tuple[int, Any] | None:
-        if self._peeked is None and not self._done:
-            try:
-                self._peeked = next(self._events)
-            except StopIteration:
-                self._done = True
-        return self._peeked
+    def _peek(self, n: int = 0) -> tuple[int, Any] | None:
+        """The n-th event not yet consumed, or None past the end of the trace."""
+        ahead = self._ahead
+        while len(ahead) <= n:
+            nxt = next(self._events, None)
+            if nxt is None:
+                return None
+            ahead.append(nxt)
+        return ahead[n]
 
-    def _take(self) -> tuple[int, Any]:
-        ev = self._peek()
-        if ev is None:
-            raise TraceEnded()
-        self._peeked = None
-        return ev
+    def _consume(self) -> None:
+        self._ahead.popleft()
 
     def _expect(self, kind: EventKind, what: str) -> Any:
         ev = self._peek()
@@ -133,13 +131,13 @@ class Replayer(Seam):
         idx, payload = ev
         if idx != self.index or payload[0] != kind:
             raise self._diverged(what, self._describe(ev), f"{kind.name} at exit {self.index}")
-        self._peeked = None
+        self._consume()
         return payload
 
     def _next_is(self, kind: EventKind) -> Any | None:
         ev = self._peek()
         if ev is not None and ev[0] == self.index and ev[1][0] == kind:
-            self._peeked = None
+            self._consume()
             return ev[1]
         return None
 
@@ -207,7 +205,7 @@ class Replayer(Seam):
         if idx != self.index or payload[0] != EventKind.EXIT:
             raise self._diverged("exit", self._describe(ev), f"exit {self.index}: "
                                  f"{_fmt_exit(actual)}")
-        self._peeked = None
+        self._consume()
         same = (
             payload[1] == actual[1]
             and payload[2] == actual[2]
@@ -268,12 +266,14 @@ class Replayer(Seam):
         landing = self._landing_event()
         if landing is None:
             raise TraceEnded()
-        want_fp, progressed = landing[1], landing[2]
+        want_regs, want_mem, progressed = landing[1], landing[2], landing[3]
         self.stats.landings += 1
         if not progressed:
             self.stats.forged += 1
-            cpu.dirty_bitmap()
+            cpu.dirty_bitmap()  # the recorder's fingerprint consumed the dirty log here too
             return cpu.forge_exit(kind, rip)
+        # KVM keeps accumulating the dirty log until it is read, so it is read only when
+        # the registers already match; the union is what the recorder hashed.
         dirty = 0
         cpu.set_debug([rip])
         try:
@@ -282,10 +282,11 @@ class Replayer(Seam):
                 if ex.kind is not ExitKind.DEBUG or ex.rip != rip:
                     return ex  # a real exit first: the verification reports it
                 self.stats.landing_hits += 1
-                dirty |= cpu.dirty_bitmap()
-                if fingerprint(cpu.get_regs(), dirty, cpu.ram_page) == want_fp:
-                    ex.kind, ex.addr, ex.size, ex.data, ex.detail = kind, 0, 0, b"", ""
-                    return ex
+                if regs_fingerprint(cpu.get_regs()) == want_regs:
+                    dirty |= cpu.dirty_bitmap()
+                    if memory_fingerprint(dirty, cpu.ram_page) == want_mem:
+                        ex.kind, ex.addr, ex.size, ex.data, ex.detail = kind, 0, 0, b"", ""
+                        return ex
                 cpu.set_debug([], single_step=True)
                 ex = cpu.run()
                 if ex.kind is not ExitKind.DEBUG:
@@ -295,18 +296,8 @@ class Replayer(Seam):
             cpu.set_debug([])
 
     def _landing_event(self) -> list | None:
-        """Peek past the pending EXIT event at the LANDING event that must follow it."""
-        exit_ev = self._take()
-        landing = self._peek()
-        # put the EXIT event back in front
-        self._events = _prepend(landing, self._events) if landing is not None else self._events
-        self._peeked = exit_ev
-        self._done = False
+        """The LANDING event that must follow the pending EXIT event (not consumed)."""
+        landing = self._peek(1)
         if landing is None or landing[1][0] != EventKind.LANDING:
             return None
         return landing[1]
-
-
-def _prepend(item: tuple[int, Any], rest: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
-    yield item
-    yield from rest

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from rrvmm.devices.bus import IrqLine
 from rrvmm.devices.pic import Pic8259Pair
 
+if TYPE_CHECKING:
+    from conftest import Ports
+
 M_CMD, M_DATA, S_CMD, S_DATA, ELCR0, ELCR1 = 0x20, 0x21, 0xA0, 0xA1, 0x4D0, 0x4D1
 
 
 class Pics:
-    def __init__(self, ports) -> None:  # noqa: ANN001
+    def __init__(self, ports: Ports) -> None:
         self.pic = Pic8259Pair()
         ports.bus.insert(self.pic, 0x20, 2, offset=0)
         ports.bus.insert(self.pic, 0xA0, 2, offset=2)
@@ -51,7 +56,7 @@ class Pics:
 
 
 @pytest.fixture
-def pics(ports) -> Pics:  # noqa: ANN001
+def pics(ports: Ports) -> Pics:
     p = Pics(ports)
     p.linux_init()
     return p
@@ -185,7 +190,7 @@ def test_spurious_slave(pics: Pics) -> None:
     assert pics.isr(M_CMD) == 0x04  # the master still needs its EOI
 
 
-def test_auto_eoi(ports) -> None:  # noqa: ANN001
+def test_auto_eoi(ports: Ports) -> None:
     p = Pics(ports)
     p.linux_init(auto_eoi=True)
     p.edge(0)
@@ -266,3 +271,14 @@ def test_reinit_clears_state(pics: Pics) -> None:
     pics.linux_init()
     assert pics.isr(M_CMD) == 0
     assert pics.irr(M_CMD) == 0
+
+
+def test_reset_keeps_wire_levels(pics: Pics) -> None:
+    pics.pic.set_irq(4, True)
+    pics.pic.reset()
+    assert pics.pic.pending_vector() is None
+    pics.pic.set_irq(4, True)  # still the same high level: no edge
+    assert not pics.pic.has_interrupt()
+    pics.pic.set_irq(4, False)
+    pics.pic.set_irq(4, True)
+    assert pics.pic.acknowledge() == 4  # uninitialized: vector base 0

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from rrvmm.devices.bus import IrqLine
 from rrvmm.devices.uart import Uart16550
+
+if TYPE_CHECKING:
+    from conftest import IrqLog, Ports
 
 COM1 = 0x3F8
 RBR = THR = DLL = COM1 + 0
@@ -19,7 +24,7 @@ SCR = COM1 + 7
 
 
 class Com1:
-    def __init__(self, ports, irqlog) -> None:  # noqa: ANN001
+    def __init__(self, ports: Ports, irqlog: IrqLog) -> None:
         self.tx: list[bytes] = []
         self.uart = Uart16550(IrqLine(4, irqlog), self.tx.append)
         ports.bus.insert(self.uart, COM1, 8)
@@ -38,7 +43,7 @@ class Com1:
 
 
 @pytest.fixture
-def com(ports, irqlog) -> Com1:  # noqa: ANN001
+def com(ports: Ports, irqlog: IrqLog) -> Com1:
     return Com1(ports, irqlog)
 
 

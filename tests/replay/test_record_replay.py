@@ -1,0 +1,181 @@
+"""Record then replay on KVM, through the real command line and real trace files."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rrvmm_cli import rrvmm
+
+pytestmark = pytest.mark.kvm
+
+GUESTS = [
+    ("hello", "exit=0", b"", 0),
+    ("timer", "", b"", 0),
+    ("rtc", "", b"", 0),
+    ("exceptions", "", b"", 0),
+    ("uart", "lines=2", b"first line\nsecond\n", 0),
+    ("echo", "", b"alpha\nbeta\nquit\n", 0),
+    ("irqhash", "hz=1000 loops=1", b"", 0),
+    ("corrupt", "", b"", 3),
+    ("triplefault", "", b"", 70),
+    ("pio", "n=500", b"", 0),
+    ("compute", "n=5000", b"", 0),
+]
+
+
+def _record(tmp_path: Path, kernel: str, append: str, stdin: bytes | None, name: str = "t"):  # noqa: ANN202
+    trace = tmp_path / f"{name}.rrt"
+    r = rrvmm("record", "--kernel", kernel, "--append", append, "-o", str(trace), stdin=stdin)
+    assert trace.exists(), r.err
+    return trace, r
+
+
+@pytest.mark.parametrize(("name", "append", "stdin", "status"), GUESTS)
+def test_replay_reprints_identical_output(  # noqa: PLR0913
+    tmp_path: Path, guest, name: str, append: str, stdin: bytes, status: int  # noqa: ANN001
+) -> None:
+    trace, rec = _record(tmp_path, str(guest(name)), append, stdin)
+    assert rec.status == status, rec.err
+    assert f"to {trace}" in rec.err
+    rep = rrvmm("replay", str(trace), stdin=None)
+    assert rep.status == 0, rep.err
+    assert rep.out == rec.out
+    assert "replay matched all" in rep.err
+
+
+def test_demo_is_the_default_and_records_under_traces(tmp_path: Path) -> None:
+    rec = subprocess.run(
+        [sys.executable, "-m", "rrvmm", "record"],
+        cwd=tmp_path, input=b"hi\n", capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert rec.returncode == 0, rec.stderr
+    m = re.search(rb"to (traces/demo-\S+\.rrt)", rec.stderr)
+    assert m, rec.stderr
+    rep = rrvmm("replay", str(tmp_path / m.group(1).decode()), stdin=None)
+    assert rep.status == 0, rep.err
+    assert rep.out.encode() == rec.stdout
+
+
+def test_timer_landing_guest_replays_exactly_20_of_20(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    hashes = set()
+    for i in range(20):
+        trace, rec = _record(tmp_path, str(guest("irqhash")), "hz=1000 loops=1", None, f"i{i}")
+        assert rec.status == 0, rec.err
+        rep = rrvmm("replay", str(trace), stdin=None)
+        assert rep.status == 0, f"recording {i}: {rep.err}"
+        assert rep.out == rec.out
+        hashes.add(re.search(r"hash=(0x[0-9a-f]+)", rec.out).group(1))
+    # the guest really depends on where interrupts land: the recordings differ
+    assert len(hashes) > 1
+
+
+def test_serial_input_replays_without_stdin(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    trace, rec = _record(tmp_path, str(guest("echo")), "", b"typed\nquit\n")
+    rep = rrvmm("replay", str(trace), stdin=None)
+    assert rep.status == 0 and "> typed" in rep.out and rep.out == rec.out
+
+
+def test_wrong_kernel_is_refused(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    trace, _ = _record(tmp_path, str(guest("hello")), "", None)
+    rep = rrvmm("replay", str(trace), "--kernel", str(guest("timer")))
+    assert rep.status == 75
+    assert len(rep.err.strip().splitlines()) == 1
+    assert "not the image this trace was recorded with" in rep.err
+
+
+def test_missing_kernel_for_replay(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    kernel = tmp_path / "k.mb"
+    kernel.write_bytes(guest("hello").read_bytes())
+    trace, _ = _record(tmp_path, str(kernel), "", None)
+    kernel.unlink()
+    rep = rrvmm("replay", str(trace))
+    assert rep.status == 66 and "not found" in rep.err
+
+
+def _big_trace(tmp_path: Path, guest) -> tuple[Path, object]:  # noqa: ANN001
+    return _record(tmp_path, str(guest("pio")), "n=30000", None, "big")
+
+
+def test_flipped_byte_in_a_chunk(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    trace, _ = _big_trace(tmp_path, guest)
+    data = bytearray(trace.read_bytes())
+    data[len(data) // 3] ^= 0x40
+    trace.write_bytes(bytes(data))
+    rep = rrvmm("replay", str(trace), stdin=None)
+    assert rep.status == 73
+    line = rep.err.strip().splitlines()[-1]
+    assert "corrupt" in line and "Traceback" not in rep.err
+
+
+def test_truncated_trace_replays_its_prefix(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    trace, rec = _big_trace(tmp_path, guest)
+    data = trace.read_bytes()
+    trace.write_bytes(data[: len(data) // 2])
+    rep = rrvmm("replay", str(trace), stdin=None)
+    assert rep.status == 73
+    assert "was cut after exit" in rep.err and "Traceback" not in rep.err
+    assert rec.out.startswith(rep.out)
+
+
+def test_newer_format_version(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    trace, _ = _record(tmp_path, str(guest("hello")), "", None)
+    data = bytearray(trace.read_bytes())
+    data[8:12] = (99).to_bytes(4, "little")
+    trace.write_bytes(bytes(data))
+    rep = rrvmm("replay", str(trace))
+    assert rep.status == 73
+    assert len(rep.err.strip().splitlines()) == 1 and "version" in rep.err
+
+
+def test_not_a_trace(tmp_path: Path) -> None:
+    f = tmp_path / "x.rrt"
+    f.write_bytes(b"hello" * 100)
+    for cmd in (("replay", str(f)), ("trace", "info", str(f))):
+        r = rrvmm(*cmd)
+        assert r.status == 73 and len(r.err.strip().splitlines()) == 1
+
+
+def test_recording_killed_with_sigkill_stays_replayable(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    trace = tmp_path / "killed.rrt"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "rrvmm", "record", "--kernel", str(guest("echo")), "-o", str(trace)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert p.stdin and p.stdout
+    p.stdin.write(b"before the kill\n")
+    p.stdin.flush()
+    seen = b""
+    deadline = time.monotonic() + 30
+    while b"> before the kill" not in seen and time.monotonic() < deadline:
+        seen += p.stdout.read1(4096)
+    time.sleep(0.6)  # the recorder flushes while the guest waits for input
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    rep = rrvmm("replay", str(trace), stdin=None)
+    assert rep.status == 73, rep.err
+    assert "was cut" in rep.err
+    assert "> before the kill" in rep.out
+
+
+def test_trace_info_dump_stats(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    import json
+
+    trace, rec = _record(tmp_path, str(guest("timer")), "", None)
+    info = json.loads(rrvmm("trace", "info", str(trace), "--json").out)
+    assert info["backend"] == "kvm" and info["complete"] is True
+    assert info["images"]["kernel"]["path"].endswith("timer.mb")
+    assert info["end"]["status"] == 0
+    stats = json.loads(rrvmm("trace", "stats", str(trace), "--json").out)
+    assert stats["exits"] == info["end"]["exits"]
+    assert stats["events"]["INJECT"] == stats["injections"] >= 20
+    dump = rrvmm("trace", "dump", str(trace), "--json").out.splitlines()
+    assert len(dump) == sum(stats["events"].values())
+    assert json.loads(dump[0])["event"] == "EXIT"
+    assert "EXIT" in rrvmm("trace", "dump", str(trace)).out
