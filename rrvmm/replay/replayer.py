@@ -168,7 +168,11 @@ class Replayer(Seam):
 
     def timer_due(self, index: int, deadline_ns: int | None) -> int | None:
         ev = self._next_is(EventKind.TIMER)
-        return None if ev is None else ev[1]
+        if ev is None:
+            return None
+        if deadline_ns is None:
+            raise self._diverged("timer", "a device deadline", "no deadline armed")
+        return deadline_ns + ev[1]
 
     def serial_input(self, index: int, room: int) -> bytes:
         ev = self._next_is(EventKind.SERIAL_RX)
