@@ -37,3 +37,33 @@ def rrvmm(
     return Completed(
         p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
     )
+
+
+def rrvmm_after(
+    *args: str, wait_for: bytes, send: bytes, timeout: float = 60
+) -> Completed:
+    """Run rrvmm and type ``send`` only once the guest printed ``wait_for``, as a person
+    would (guests that self-test their UART discard input that arrives during the test)."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "rrvmm", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdin is not None and p.stdout is not None
+    out = b""
+    while wait_for not in out:
+        chunk = p.stdout.read1(4096)
+        if not chunk:
+            break
+        out += chunk
+    try:
+        p.stdin.write(send)
+        p.stdin.close()
+    except BrokenPipeError:
+        pass
+    p.stdin = None  # closed above; communicate() must not flush it
+    rest, err = p.communicate(timeout=timeout)
+    return Completed(
+        p.returncode, (out + rest).decode(errors="replace"), err.decode(errors="replace")
+    )

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from rrvmm_cli import rrvmm
+from rrvmm_cli import rrvmm, rrvmm_after
 
 pytestmark = pytest.mark.kvm
 
@@ -71,7 +71,10 @@ def test_guest_handles_its_own_exceptions(guest) -> None:  # noqa: ANN001
 
 
 def test_uart_probe_and_rx_interrupts(guest) -> None:  # noqa: ANN001
-    r = rrvmm("run", "--kernel", str(guest("uart")), "--append", "lines=2", stdin=b"one\ntwo\n")
+    r = rrvmm_after(
+        "run", "--kernel", str(guest("uart")), "--append", "lines=2",
+        wait_for=b"ready\n", send=b"one\ntwo\n",
+    )  # fmt: skip
     assert r.status == 0, r.err
     assert "fifo: 16550A" in r.out and "loopback data ok" in r.out
     assert "got: one\ngot: two\n" in r.out
