@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from .boot.kernel import load_kernel
 from .boot.multiboot import BootImage, protected_mode_sregs
+from .devices import state as device_state
 from .devices.bus import Bus, IrqLine
 from .devices.debug_exit import DebugExit
 from .devices.i8042 import I8042
@@ -80,6 +82,7 @@ class Machine:
         self.seam = seam
         self.serial = serial
         self.exit_index = 0
+        self.last_vector = 0
         self.pio = Bus()
         self.mmio = Bus()
         self._result: RunResult | None = None
@@ -142,12 +145,8 @@ class Machine:
         seam = self.seam
         try:
             while True:
-                self._between_exits()
-                seam.entering_guest(self.pit.next_deadline_ns())
-                ex = seam.run(cpu)
-                self.exit_index += 1
-                seam.on_exit(self.exit_index, ex)
-                self._dispatch(ex)
+                self.prepare_entry()
+                self.handle_exit(seam.run(cpu))
         except MachineStop as stop:
             self._result = stop.result
         finally:
@@ -159,6 +158,40 @@ class Machine:
         self.stats["exits"] = self.exit_index
         result.stats = dict(self.stats)
         return result
+
+    def prepare_entry(self) -> None:
+        """Between exits: timers, serial input, interrupt delivery; then tell the seam."""
+        self._between_exits()
+        self.seam.entering_guest(self.pit.next_deadline_ns())
+
+    def handle_exit(self, ex: VcpuExit) -> None:
+        """Count, report and dispatch one exit; MachineStop when the guest ended."""
+        self.exit_index += 1
+        self.seam.on_exit(self.exit_index, ex)
+        self._dispatch(ex)
+
+    def devices(self) -> dict[str, Any]:
+        """The devices whose state a checkpoint must carry, by name."""
+        return {
+            "pic": self.pic, "pit": self.pit, "uart": self.uart, "rtc": self.rtc,
+            "i8042": self.i8042, "debug_exit": self.debug_exit, "post": self.post,
+            "pci": self.pci,
+        }  # fmt: skip
+
+    def snapshot(self) -> dict[str, Any]:
+        """Machine-level state (devices and counters), plain data."""
+        out: dict[str, Any] = {"exit_index": self.exit_index, "stats": dict(self.stats)}
+        for name, dev in self.devices().items():
+            if hasattr(dev, "state"):
+                out[name] = device_state.snapshot(dev)
+        return out
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.exit_index = snap["exit_index"]
+        self.stats = dict(snap["stats"])
+        for name, dev in self.devices().items():
+            if name in snap:
+                device_state.restore(dev, snap[name])
 
     def _dispatch(self, ex: VcpuExit) -> None:
         kind = ex.kind
@@ -251,6 +284,7 @@ class Machine:
             return
         if cpu.interrupts_enabled():
             vector = self.pic.acknowledge()
+            self.last_vector = vector
             cpu.inject_interrupt(vector)
             cpu.request_interrupt_window(False)
             self.stats["injected"] += 1

@@ -171,8 +171,14 @@ def open_trace(path: str | Path) -> TraceReader:
 
 
 def _images_for_replay(
-    header: dict[str, Any], kernel: str | None, initrd: str | None
+    header: dict[str, Any],
+    kernel: str | None,
+    initrd: str | None,
+    trace: TraceReader | None = None,
 ) -> GuestImages:
+    """The recorded images: from ``trace`` if it is packed and carries them (by sha256,
+    without touching the user's files), else from the recorded paths; ``kernel``/``initrd``
+    name other files to use instead. Whatever the source, the sha256 must match."""
     imgs = header.get("images", {})
     k = imgs.get("kernel")
     if k is None:
@@ -180,7 +186,22 @@ def _images_for_replay(
     kpath = Path(kernel) if kernel else Path(k["path"])
     i = imgs.get("initrd")
     ipath = Path(initrd) if initrd else (Path(i["path"]) if i else None)
-    images = GuestImages.load(kpath, ipath)
+    if trace is not None:
+        from .replay.pack import embedded_image
+
+        try:
+            kdata = None if kernel else embedded_image(trace, "kernel")
+            idata = None if initrd or i is None else embedded_image(trace, "initrd")
+        except TraceError as e:
+            raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
+    else:
+        kdata = idata = None
+    images = GuestImages(
+        kpath,
+        kdata if kdata is not None else read_image(kpath),
+        ipath,
+        None if ipath is None else idata if idata is not None else read_image(ipath, "initrd"),
+    )
     for what, entry, data in (("kernel", k, images.kernel), ("initrd", i, images.initrd)):
         if entry is None or data is None:
             continue
@@ -220,7 +241,7 @@ def replay_trace(
 ) -> ReplayOutcome:
     """Re-execute a recording and check it exit by exit."""
     header = reader.header
-    images = _images_for_replay(header, kernel, initrd)
+    images = _images_for_replay(header, kernel, initrd, reader)
     mc = header["machine"]
     config = MachineConfig(
         memory=mc["memory"], cmdline=mc["cmdline"], kernel_name=images.kernel_path.name
@@ -229,11 +250,7 @@ def replay_trace(
     try:
         cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
         serial = SerialHost(output=output or io.BytesIO(), input_fd=None)
-        try:
-            events = reader.events()
-        except TraceError as e:
-            raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
-        replayer = Replayer(_checked(events), cpu, check)
+        replayer = Replayer(lambda k: _checked(reader.events(k)), cpu, check)
         if progress is not None:
             replayer.progress = progress
         machine = Machine(config, cpu, replayer, serial)
@@ -265,6 +282,7 @@ def replay_trace(
 
 
 def _checked(events):  # noqa: ANN001, ANN202 - iterator passthrough
+    """Trace damage found while replaying becomes the same one-line error as at open."""
     try:
         yield from events
     except TraceError as e:

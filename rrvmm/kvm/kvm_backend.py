@@ -27,13 +27,17 @@ from .backend import (
     VcpuExit,
 )
 from .kvm import Kvm, KvmVcpu, KvmVm
+from .memslots import MemorySlots
 
-__all__ = ["KvmBackend", "kvm_usable", "LOW_MEMORY_LIMIT"]
-
-LOW_MEMORY_LIMIT = 0xC000_0000  # RAM above this goes above 4 GiB (PCI/MMIO hole)
-_HIGH_BASE = 0x1_0000_0000
+__all__ = ["KvmBackend", "kvm_usable"]
 _KICK_SIGNAL = signal.SIGUSR1
 _TSS_ADDR = 0xFFFB_D000
+
+_STATE_MSRS = (
+    K.MSR_EFER, K.MSR_STAR, K.MSR_LSTAR, K.MSR_CSTAR, K.MSR_SYSCALL_MASK, K.MSR_FS_BASE,
+    K.MSR_GS_BASE, K.MSR_KERNEL_GS_BASE, K.MSR_IA32_SYSENTER_CS, K.MSR_IA32_SYSENTER_ESP,
+    K.MSR_IA32_SYSENTER_EIP, K.MSR_IA32_CR_PAT, K.MSR_IA32_MISC_ENABLE,
+)  # fmt: skip
 
 _EXIT_KIND = {
     K.KVM_EXIT_HLT: ExitKind.HLT,
@@ -77,10 +81,7 @@ class KvmBackend:
             pass  # only Intel VMX needs it for real mode
         self.memory = mmap.mmap(-1, memory_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._mem_addr = C.addressof(C.c_char.from_buffer(self.memory))
-        low = min(memory_size, LOW_MEMORY_LIMIT)
-        self.vm.set_user_memory_region(0, 0, low, self._mem_addr)
-        if memory_size > low:
-            self.vm.set_user_memory_region(1, _HIGH_BASE, memory_size - low, self._mem_addr + low)
+        self.slots = MemorySlots(self.vm, self._mem_addr, memory_size)
         self.vcpu: KvmVcpu = self.vm.create_vcpu(0)
         self._run = self.vcpu.run_struct
         self._sync = bool(self.kvm.check_extension(K.KVM_CAP_SYNC_REGS) & K.KVM_SYNC_X86_REGS)
@@ -92,16 +93,16 @@ class KvmBackend:
         self._thread_id: int | None = None
         self.exit = VcpuExit()
         self.int3_emulated = 0
+        self._pending_completion = False  # a read answered, not yet applied by KVM
+        self._has_xsave = bool(self.kvm.check_extension(K.KVM_CAP_XSAVE))
         _install_kick_handler()
 
     # --- memory ---
     def _host_offset(self, gpa: int, size: int) -> int:
-        low = min(self.memory_size, LOW_MEMORY_LIMIT)
-        if 0 <= gpa and gpa + size <= low:
-            return gpa
-        if gpa >= _HIGH_BASE and gpa + size - _HIGH_BASE <= self.memory_size - low:
-            return gpa - _HIGH_BASE + low
-        raise BackendError(f"guest physical range {gpa:#x}+{size:#x} is not RAM")
+        off = self.slots.host_offset(gpa, size)
+        if off is None:
+            raise BackendError(f"guest physical range {gpa:#x}+{size:#x} is not RAM")
+        return off
 
     def read_memory(self, gpa: int, size: int) -> bytes:
         off = self._host_offset(gpa, size)
@@ -186,6 +187,7 @@ class KvmBackend:
         if self._thread_id is None:
             self._thread_id = threading.get_ident()
         entered = self.vcpu.run()
+        self._pending_completion = False
         while entered and run.exit_reason == K.KVM_EXIT_INTERNAL_ERROR and self._emulate_int3():
             entered = self.vcpu.run()
         run.immediate_exit = 0
@@ -198,6 +200,8 @@ class KvmBackend:
             ex.kind, ex.addr, ex.size, ex.data, ex.detail = ExitKind.INTR, 0, 0, b"", ""
             return ex
         reason = run.exit_reason
+        if reason == K.KVM_EXIT_IO or reason == K.KVM_EXIT_MMIO:
+            self._pending_completion = True  # KVM finishes the access on the next entry
         if reason == K.KVM_EXIT_IO:
             io = self._io
             ex.addr, ex.size, ex.count = io.port, io.size, io.count
@@ -285,23 +289,66 @@ class KvmBackend:
 
     # --- determinism support ---
     def enable_dirty_log(self) -> None:
-        """Log guest writes per page from now on (read and cleared by ``dirty_bitmap``)."""
-        low = min(self.memory_size, LOW_MEMORY_LIMIT)
-        flags = K.KVM_MEM_LOG_DIRTY_PAGES
-        self.vm.set_user_memory_region(0, 0, low, self._mem_addr, flags)
-        if self.memory_size > low:
-            self.vm.set_user_memory_region(
-                1, _HIGH_BASE, self.memory_size - low, self._mem_addr + low, flags
-            )
-        self._dirty_slots = 2 if self.memory_size > low else 1
+        """Log guest writes per page from now on (see ``dirty_bitmap``)."""
+        self.slots.enable_dirty_log()
 
-    def dirty_bitmap(self) -> int:
-        """Pages the guest wrote since the last call: bit n = page n of guest RAM."""
-        bits = int.from_bytes(self.vm.get_dirty_log(0), "little")
-        if getattr(self, "_dirty_slots", 1) == 2:
-            low_pages = min(self.memory_size, LOW_MEMORY_LIMIT) >> 12
-            bits |= int.from_bytes(self.vm.get_dirty_log(1), "little") << low_pages
-        return bits
+    def dirty_bitmap(self, consumer: str = "landing") -> int:
+        """Pages the guest wrote since ``consumer`` last asked: bit n = page n of RAM."""
+        return self.slots.take_dirty(consumer)
+
+    # --- whole vCPU state, for checkpoints ---
+    def settle(self) -> None:
+        """Finish a pending IN/MMIO read inside KVM without running guest code.
+
+        KVM applies a read's value on the next KVM_RUN; a KVM_RUN refused by
+        ``immediate_exit`` still applies it, so the registers are then complete.
+        """
+        if not self._pending_completion:
+            return
+        self._run.immediate_exit = 1
+        try:
+            self.vcpu.run()
+        finally:
+            self._run.immediate_exit = 0
+        self._pending_completion = False
+        self._synced = False
+
+    def save_state(self) -> dict[str, object]:
+        """Everything KVM holds for the vCPU, as bytes blobs (checkpoints copy this)."""
+        self.settle()
+        v = self.vcpu
+        state: dict[str, object] = {
+            "regs": bytes(v.get(K.KVM_GET_REGS, K.kvm_regs)),
+            "sregs": bytes(v.get(K.KVM_GET_SREGS, K.kvm_sregs)),
+            "fpu": bytes(v.get(K.KVM_GET_FPU, K.kvm_fpu)),
+            "events": bytes(v.get(K.KVM_GET_VCPU_EVENTS, K.kvm_vcpu_events)),
+            "debugregs": bytes(v.get(K.KVM_GET_DEBUGREGS, K.kvm_debugregs)),
+            "mp_state": self.mp_state(),
+            "msrs": v.get_msrs(list(_STATE_MSRS)),
+        }
+        if self._has_xsave:
+            state["xsave"] = bytes(v.get(K.KVM_GET_XSAVE, K.kvm_xsave))
+            state["xcrs"] = bytes(v.get(K.KVM_GET_XCRS, K.kvm_xcrs))
+        return state
+
+    def restore_state(self, state: dict[str, object]) -> None:
+        v = self.vcpu
+        self._read_buf = None
+        self._pending_completion = False
+        v.set(K.KVM_SET_SREGS, K.kvm_sregs.from_buffer_copy(state["sregs"]))  # type: ignore[arg-type]
+        v.set_msrs(state["msrs"])  # type: ignore[arg-type]
+        v.set(K.KVM_SET_REGS, K.kvm_regs.from_buffer_copy(state["regs"]))  # type: ignore[arg-type]
+        v.set(K.KVM_SET_FPU, K.kvm_fpu.from_buffer_copy(state["fpu"]))  # type: ignore[arg-type]
+        if "xsave" in state and self._has_xsave:
+            v.set(K.KVM_SET_XCRS, K.kvm_xcrs.from_buffer_copy(state["xcrs"]))  # type: ignore[arg-type]
+            v.set(K.KVM_SET_XSAVE, K.kvm_xsave.from_buffer_copy(state["xsave"]))  # type: ignore[arg-type]
+        ev = K.kvm_vcpu_events.from_buffer_copy(state["events"])  # type: ignore[arg-type]
+        ev.flags = K.KVM_VCPUEVENT_VALID_NMI_PENDING | K.KVM_VCPUEVENT_VALID_SHADOW
+        v.set(K.KVM_SET_VCPU_EVENTS, ev)
+        v.set(K.KVM_SET_DEBUGREGS, K.kvm_debugregs.from_buffer_copy(state["debugregs"]))  # type: ignore[arg-type]
+        v.set(K.KVM_SET_MP_STATE, K.kvm_mp_state(state["mp_state"]))  # type: ignore[arg-type]
+        self._synced = False
+        self._run.request_interrupt_window = 0
 
     def injection_pending(self) -> bool:
         """An injected interrupt is still queued: the last run never reached the guest."""

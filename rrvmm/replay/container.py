@@ -10,6 +10,9 @@ Design constraints that shape the code:
   path, writes each finished chunk with a single ``os.write`` and never holds more than one
   open chunk. The index and footer are only an optimisation plus a "closed cleanly" marker;
   a reader can always rebuild the index by scanning the chunk headers.
+* A trace may carry *blobs* (a packed trace's kernel, initrd, symbol files): content-addressed
+  byte strings stored, compressed, between the header and the first chunk, described by the
+  ``blobs`` key of the header and checked piece by piece like chunks. Plain traces have none.
 * A damaged file must never be mistaken for a merely short one. Every fixed-size header
   carries a checksum of itself, so a complete header that fails its check is corruption,
   while a record cut short by the end of the file (and only at the end) is truncation.
@@ -18,9 +21,12 @@ Design constraints that shape the code:
 from __future__ import annotations
 
 import bisect
+import hashlib
 import os
+import re
 import struct
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -40,6 +46,8 @@ __all__ = [
     "TRACE_VERSION",
     "MAGIC",
     "ChunkInfo",
+    "BlobInfo",
+    "BLOBS_KEY",
     "TraceStats",
     "TraceWriter",
     "TraceReader",
@@ -57,6 +65,9 @@ MAGIC = b"RRVMMTRC"
 END_MAGIC = b"RRVMMEND"
 CHUNK_TAG = b"CHNK"
 INDEX_TAG = b"INDX"
+BLOB_TAG = b"BLOB"
+#: The header key (owned by the container) that lists the blobs a trace carries.
+BLOBS_KEY = "blobs"
 FLAG_CLOSED_CLEANLY = 1
 
 # File prefix: magic, version, header length, xxh3 of header bytes, xxh3 of the preceding 24.
@@ -66,6 +77,12 @@ _PREFIX_SIZE = _PREFIX.size + 8
 # followed by xxh3 of these 40 bytes.
 _CHUNK = struct.Struct("<4sIIIQQQ")
 CHUNK_HEADER_SIZE = _CHUNK.size + 8
+# Blob piece header: tag, compressed len, raw len, blob number, raw offset of this piece in the
+# blob, reserved (0), payload xxh3; then self-xxh3. Same size as a chunk header.
+_BLOB = struct.Struct("<4sIIIQQQ")
+BLOB_HEADER_SIZE = _BLOB.size + 8
+BLOB_PIECE_BYTES = 1 << 20  # raw bytes per piece the writer uses: bounds packing memory
+_MAX_BLOB_PIECE = 64 << 20  # what a reader accepts
 # Index header: tag, entry count, footer length, reserved, xxh3 of the entries; then self-xxh3.
 _INDEX = struct.Struct("<4sIIIQ")
 _INDEX_SIZE = _INDEX.size + 8
@@ -84,6 +101,7 @@ _MAX_CHUNK_BYTES = 256 << 20
 _MAX_EVENT_BYTES = 1 << 30
 _MAX_CHUNK_EVENTS = (1 << 31) - 1  # 2 * events must fit the array32 length
 _MAX_RAW = 0x7E000000  # LZ4_MAX_INPUT_SIZE: larger raw_len can only come from damage
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 _hash = xxhash.xxh3_64_intdigest
 
@@ -106,6 +124,81 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _packb(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
+
+
+class BlobMismatch(ValueError):
+    """A blob source's bytes do not hash to the sha256 it was declared with."""
+
+    def __init__(self, source: BlobSource, expected: str, actual: str) -> None:
+        self.source = source
+        self.expected = expected
+        self.actual = actual
+        name = os.fspath(source) if isinstance(source, str | os.PathLike) else "blob data"
+        super().__init__(f"{name}: sha256 is {actual}, expected {expected}")
+
+
+def _blob_pieces(source: BlobSource) -> Iterator[bytes]:
+    """The source's bytes in pieces of BLOB_PIECE_BYTES (the last one shorter)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+        for at in range(0, len(data), BLOB_PIECE_BYTES):
+            yield data[at : at + BLOB_PIECE_BYTES]
+        return
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            while piece := f.read(BLOB_PIECE_BYTES):
+                yield piece
+        return
+    buf = bytearray()
+    for part in source:
+        buf += part
+        while len(buf) >= BLOB_PIECE_BYTES:
+            yield bytes(buf[:BLOB_PIECE_BYTES])
+            del buf[:BLOB_PIECE_BYTES]
+    if buf:
+        yield bytes(buf)
+
+
+def _pack_blobs(
+    blobs: Sequence[tuple[str, BlobSource]], tmp_dir: str
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Compress the blobs into a temporary file; return it (rewound) and the directory.
+
+    Each blob is stored once however often it is listed. The sha256 of what was read must
+    equal the declared one (BlobMismatch otherwise), so a file that changes while it is
+    being packed cannot slip in.
+    """
+    tmp = tempfile.TemporaryFile(dir=tmp_dir)
+    directory: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    try:
+        for sha, source in blobs:
+            if not isinstance(sha, str) or not _SHA256_RE.match(sha):
+                raise ValueError(f"blob key must be a lower-case hex sha256, not {sha!r}")
+            if sha in seen:
+                continue
+            seen.add(sha)
+            number, start = len(directory), tmp.tell()
+            digest, size, pieces = hashlib.sha256(), 0, 0
+            for piece in _blob_pieces(source):
+                digest.update(piece)
+                comp = lz4.block.compress(piece, store_size=False)
+                fields = _BLOB.pack(BLOB_TAG, len(comp), len(piece), number, size, 0, _hash(comp))
+                tmp.write(_sealed(fields) + comp)
+                size += len(piece)
+                pieces += 1
+            if digest.hexdigest() != sha:
+                raise BlobMismatch(source, sha, digest.hexdigest())
+            directory.append(
+                {"sha256": sha, "size": size, "offset": start, "stored": tmp.tell() - start,
+                 "pieces": pieces}
+            )  # fmt: skip
+        tmp.flush()
+        tmp.seek(0)
+    except BaseException:
+        tmp.close()
+        raise
+    return tmp, directory
 
 
 def _unpack_dict(data: bytes) -> dict[Any, Any]:
@@ -132,6 +225,24 @@ class ChunkInfo(NamedTuple):
         return self.offset + CHUNK_HEADER_SIZE + self.comp_len
 
 
+class BlobInfo(NamedTuple):
+    """One blob a trace carries: its content hash, size, and where its pieces are."""
+
+    sha256: str  # hex digest of the raw (uncompressed) bytes
+    size: int  # raw bytes
+    offset: int  # file offset of its first piece header
+    stored: int  # bytes it occupies in the file (piece headers + compressed payloads)
+    pieces: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.stored
+
+
+#: What a blob is made from: its bytes, a file path, or an iterable of byte strings.
+BlobSource = bytes | str | os.PathLike[str] | Iterable[bytes]
+
+
 @dataclass(frozen=True)
 class TraceStats:
     """Sizes and counts of a trace, for `rrvmm info` and compression tuning."""
@@ -148,6 +259,7 @@ class TraceStats:
     index_bytes: int
     tail_bytes: int
     truncated: bool
+    blob_bytes: int = 0  # embedded blobs (packed traces), between the header and chunk 0
 
     @property
     def compression_ratio(self) -> float:
@@ -167,6 +279,11 @@ class TraceWriter:
     header written, so even a recorder killed at once leaves a recognisable file. Leaving a
     ``with`` block through an exception flushes the open chunk but writes no footer, so the
     trace reads back as truncated: the recording did not finish.
+
+    ``blobs`` (``(sha256 hex, bytes or file path)`` pairs) are stored between the header and
+    the first chunk and listed under the header's ``blobs`` key; they are compressed into a
+    temporary file next to ``path`` first, so the trace file is only created once they are
+    all read (and found to match their sha256).
     """
 
     def __init__(
@@ -177,19 +294,42 @@ class TraceWriter:
         chunk_events: int | None = None,
         *,
         fsync: bool = False,
+        blobs: Sequence[tuple[str, BlobSource]] = (),
     ) -> None:
         if not isinstance(header, dict):
             raise TypeError(f"trace header must be a dict, not {type(header).__name__}")
+        if BLOBS_KEY in header:
+            raise ValueError(f"header key {BLOBS_KEY!r} is reserved for the trace container")
         if not 1 <= chunk_bytes <= _MAX_CHUNK_BYTES:
             raise ValueError(f"chunk_bytes must be in 1..{_MAX_CHUNK_BYTES}, got {chunk_bytes}")
         if chunk_events is not None and not 1 <= chunk_events <= _MAX_CHUNK_EVENTS:
             raise ValueError(f"chunk_events must be in 1..{_MAX_CHUNK_EVENTS}, got {chunk_events}")
         # Serialise before touching the file so a bad header cannot clobber an old trace.
         header_bytes = _packb(header)
-        if len(header_bytes) > _MAX_HEADER_BYTES:
-            raise ValueError(f"trace header is {len(header_bytes)} bytes, max {_MAX_HEADER_BYTES}")
-
         self.path = os.fspath(path)
+        region = None
+        if blobs:
+            tmp_dir = os.path.dirname(os.path.abspath(self.path))
+            region, directory = _pack_blobs(blobs, tmp_dir)
+            header_bytes = _packb({**header, BLOBS_KEY: directory})
+        try:
+            if len(header_bytes) > _MAX_HEADER_BYTES:
+                raise ValueError(
+                    f"trace header is {len(header_bytes)} bytes, max {_MAX_HEADER_BYTES}"
+                )
+            self._open(header_bytes, region, chunk_bytes, chunk_events, fsync)
+        finally:
+            if region is not None:
+                region.close()
+
+    def _open(
+        self,
+        header_bytes: bytes,
+        region: Any,
+        chunk_bytes: int,
+        chunk_events: int | None,
+        fsync: bool,
+    ) -> None:
         self.chunk_bytes = chunk_bytes
         self.chunk_events = chunk_events
         self._fsync = fsync
@@ -208,11 +348,14 @@ class TraceWriter:
         record = _sealed(prefix) + header_bytes
         try:
             _write_all(self._fd, record)
+            self._offset = len(record)
+            while region is not None and (block := region.read(1 << 20)):
+                _write_all(self._fd, block)
+                self._offset += len(block)
         except BaseException:
             os.close(self._fd)
             self._closed = True
             raise
-        self._offset = len(record)
 
     def __enter__(self) -> TraceWriter:
         return self
@@ -273,6 +416,33 @@ class TraceWriter:
         self._prev = exit_index
         if len(self._buf) - 5 >= self.chunk_bytes or self._count == self.chunk_events:
             self._close_chunk()
+
+    def append_chunk_record(self, record: bytes) -> None:
+        """Append a whole chunk (header and payload) as another trace stored it.
+
+        For copying chunks verbatim (``TraceReader.chunk_record``): the record's seal and
+        payload checksum are checked and its exits must not go back in time.
+        """
+        if self._closed:
+            raise ValueError(f"{self.path}: append to a closed trace writer")
+        if len(record) < CHUNK_HEADER_SIZE or record[:4] != CHUNK_TAG:
+            raise ValueError("not a chunk record")
+        if not _seal_ok(record, _CHUNK.size):
+            raise ValueError("chunk record header checksum mismatch")
+        _, comp_len, raw_len, count, first, last, payload_hash = _CHUNK.unpack_from(record)
+        if len(record) != CHUNK_HEADER_SIZE + comp_len:
+            raise ValueError("chunk record length disagrees with its header")
+        if _hash(memoryview(record)[CHUNK_HEADER_SIZE:]) != payload_hash:
+            raise ValueError("chunk record payload checksum mismatch")
+        info = ChunkInfo(self._offset, comp_len, raw_len, count, first, last)
+        if not TraceReader._plausible(info, self._prev):
+            raise ValueError(f"chunk record of exits {first}..{last} is out of order")
+        self._close_chunk()
+        _write_all(self._fd, record)
+        self._index += _ENTRY.pack(self._offset, comp_len, raw_len, count, first, last)
+        self._offset += len(record)
+        self._events += count
+        self._prev = last
 
     def flush(self) -> None:
         """Close the open chunk and hand it to the OS (no fsync)."""
@@ -419,8 +589,93 @@ class TraceReader:
             del events  # drop this chunk before decoding the next: one chunk in memory
 
     def verify(self) -> int:
-        """Check every chunk's header, checksum and decoding; return the event count."""
+        """Check every blob and every chunk's header, checksum and decoding.
+
+        Returns the event count.
+        """
+        for blob in self._blobs:
+            for _ in self.iter_blob(blob.sha256):
+                pass
         return sum(len(self._read_chunk(n)) for n in range(len(self._chunks)))
+
+    @property
+    def blobs(self) -> list[BlobInfo]:
+        """The blobs this trace carries (empty for a plain trace), in file order."""
+        return self._blobs
+
+    def find_blob(self, sha256: str) -> BlobInfo | None:
+        return next((b for b in self._blobs if b.sha256 == sha256), None)
+
+    def blob(self, sha256: str) -> bytes:
+        """The whole blob with this sha256, verified (KeyError if the trace lacks it)."""
+        return b"".join(self.iter_blob(sha256))
+
+    def iter_blob(self, sha256: str) -> Iterator[bytes]:
+        """The blob's raw bytes piece by piece; each piece is verified before it is yielded,
+        and the sha256 of the whole is checked after the last piece (TraceCorrupt if not)."""
+        info = self.find_blob(sha256)
+        if info is None:
+            raise KeyError(sha256)
+        number = self._blobs.index(info)
+        where = f"embedded blob {number} ({sha256[:16]})"
+        digest, raw_at, offset = hashlib.sha256(), 0, info.offset
+        for _piece in range(info.pieces):
+            head = self._pread(offset, BLOB_HEADER_SIZE)
+            if len(head) < BLOB_HEADER_SIZE:
+                raise TraceTruncated(self.path, f"file ends inside {where} at offset {offset}")
+            if head[:4] != BLOB_TAG or not _seal_ok(head, _BLOB.size):
+                raise self._corrupt(f"{where}: piece header damaged", offset=offset)
+            _, comp_len, raw_len, blob_no, piece_at, _, payload_hash = _BLOB.unpack_from(head)
+            end = offset + BLOB_HEADER_SIZE + comp_len
+            if (
+                blob_no != number
+                or piece_at != raw_at
+                or not 0 < raw_len <= _MAX_BLOB_PIECE
+                or raw_at + raw_len > info.size
+                or end > info.end
+            ):
+                raise self._corrupt(f"{where}: piece header is inconsistent", offset=offset)
+            payload = self._pread(offset + BLOB_HEADER_SIZE, comp_len)
+            if len(payload) < comp_len:
+                raise TraceTruncated(self.path, f"file ends inside {where} at offset {offset}")
+            if _hash(payload) != payload_hash:
+                raise self._corrupt(f"{where}: piece checksum mismatch", offset=offset)
+            try:
+                raw = lz4.block.decompress(payload, uncompressed_size=raw_len)
+                if len(raw) != raw_len:
+                    raise ValueError(f"decompressed to {len(raw)} bytes, expected {raw_len}")
+            except Exception as exc:  # checksummed yet undecodable
+                raise self._corrupt(
+                    f"{where}: piece does not decompress: {exc}", offset=offset
+                ) from None
+            digest.update(raw)
+            raw_at += raw_len
+            offset = end
+            yield raw
+        if raw_at != info.size or offset != info.end or digest.hexdigest() != sha256:
+            raise self._corrupt(f"{where}: content does not match its sha256", offset=info.offset)
+
+    def chunk_record(self, number: int) -> bytes:
+        """Chunk ``number`` as stored (header and compressed payload), checksums verified."""
+        info = self._chunks[number]
+        offset = info.offset
+        blob = self._pread(offset, CHUNK_HEADER_SIZE + info.comp_len)
+        if len(blob) < CHUNK_HEADER_SIZE + info.comp_len:
+            raise self._corrupt(
+                "chunk extends past the end of the file", chunk=number, offset=offset
+            )
+        if blob[:4] != CHUNK_TAG:
+            raise self._corrupt("bad chunk tag", chunk=number, offset=offset)
+        if not _seal_ok(blob, _CHUNK.size):
+            raise self._corrupt("chunk header checksum mismatch", chunk=number, offset=offset)
+        fields = _CHUNK.unpack_from(blob)
+        if ChunkInfo(offset, *fields[1:6]) != info:
+            raise self._corrupt(
+                "chunk header disagrees with the index", chunk=number, offset=offset
+            )
+        if _hash(memoryview(blob)[CHUNK_HEADER_SIZE:]) != fields[6]:
+            raise self._corrupt("chunk payload checksum mismatch", chunk=number, offset=offset)
+        return blob
 
     def stats(self) -> TraceStats:
         """Counts and sizes from the index alone (no payload is read)."""
@@ -433,11 +688,12 @@ class TraceReader:
             first_exit=chunks[0].first_exit if chunks else None,
             last_exit=chunks[-1].last_exit if chunks else None,
             file_bytes=self._size,
-            header_bytes=data_start,
+            header_bytes=self._blob_start,
+            blob_bytes=data_start - self._blob_start,
             chunk_header_bytes=CHUNK_HEADER_SIZE * len(chunks),
             payload_bytes=sum(c.comp_len for c in chunks),
             uncompressed_bytes=sum(c.raw_len for c in chunks),
-            index_bytes=0 if self.truncated else self._size - data_end,
+            index_bytes=0 if self.truncated else max(0, self._size - data_end),
             tail_bytes=self.tail_bytes,
             truncated=self.truncated,
         )
@@ -496,7 +752,42 @@ class TraceReader:
             self.header = _unpack_dict(body)
         except Exception as exc:  # any decoding failure of checksummed bytes is corruption
             raise self._corrupt(f"header does not decode: {exc}", offset=_PREFIX_SIZE) from None
-        self._data_start = _PREFIX_SIZE + header_len
+        self._blob_start = self._data_start = _PREFIX_SIZE + header_len
+        self._blobs = self._blob_directory()
+        if self._blobs:
+            self._data_start = self._blobs[-1].end
+
+    def _blob_directory(self) -> list[BlobInfo]:
+        """The header's ``blobs`` list, checked to tile the region before chunk 0 exactly."""
+        entries = self.header.get(BLOBS_KEY)
+        if entries is None:
+            return []
+        blobs: list[BlobInfo] = []
+        at = 0
+        try:
+            if not isinstance(entries, list):
+                raise ValueError("not a list")
+            for e in entries:
+                sha, size, offset = e["sha256"], e["size"], e["offset"]
+                stored, pieces = e["stored"], e["pieces"]
+                if not isinstance(sha, str) or not _SHA256_RE.match(sha):
+                    raise ValueError(f"bad sha256 {sha!r}")
+                for v in (size, offset, stored, pieces):
+                    if type(v) is not int or v < 0:
+                        raise ValueError(f"bad number {v!r}")
+                if offset != at or any(b.sha256 == sha for b in blobs):
+                    raise ValueError(f"entry for {sha[:16]} is misplaced or repeated")
+                if not pieces <= size <= pieces * _MAX_BLOB_PIECE or (
+                    stored < pieces * BLOB_HEADER_SIZE
+                ):
+                    raise ValueError(f"entry for {sha[:16]} has implausible sizes")
+                blobs.append(BlobInfo(sha, size, self._blob_start + offset, stored, pieces))
+                at += stored
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._corrupt(
+                f"header's blob directory is invalid: {exc}", offset=_PREFIX_SIZE
+            ) from None
+        return blobs
 
     def _load_footer(self) -> str | None:
         """Adopt the footer's index; return why not (None on success) for _scan to judge.
@@ -566,6 +857,9 @@ class TraceReader:
         self.truncated = True
         size, offset, prev_last = self._size, self._data_start, 0
         chunks: list[ChunkInfo] = []
+        if size < offset:  # the file ends inside the embedded blobs
+            self._chunks, self.tail_bytes = chunks, size - self._blob_start
+            return
         while offset < size:
             number = len(chunks)
             head = self._pread(offset, CHUNK_HEADER_SIZE)
@@ -627,23 +921,7 @@ class TraceReader:
         """Read, verify and decode one chunk entirely before any event of it is used."""
         info = self._chunks[number]
         offset = info.offset
-        blob = self._pread(offset, CHUNK_HEADER_SIZE + info.comp_len)
-        if len(blob) < CHUNK_HEADER_SIZE + info.comp_len:
-            raise self._corrupt(
-                "chunk extends past the end of the file", chunk=number, offset=offset
-            )
-        if blob[:4] != CHUNK_TAG:
-            raise self._corrupt("bad chunk tag", chunk=number, offset=offset)
-        if not _seal_ok(blob, _CHUNK.size):
-            raise self._corrupt("chunk header checksum mismatch", chunk=number, offset=offset)
-        fields = _CHUNK.unpack_from(blob)
-        if ChunkInfo(offset, *fields[1:6]) != info:
-            raise self._corrupt(
-                "chunk header disagrees with the index", chunk=number, offset=offset
-            )
-        payload = blob[CHUNK_HEADER_SIZE:]
-        if _hash(payload) != fields[6]:
-            raise self._corrupt("chunk payload checksum mismatch", chunk=number, offset=offset)
+        payload = self.chunk_record(number)[CHUNK_HEADER_SIZE:]
         try:
             raw = lz4.block.decompress(payload, uncompressed_size=info.raw_len)
             if len(raw) != info.raw_len:

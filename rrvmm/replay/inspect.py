@@ -35,6 +35,16 @@ def info(reader: TraceReader) -> dict[str, Any]:
     }
     if reader.footer:
         out["end"] = {k: reader.footer.get(k) for k in ("status", "reason", "exits")}
+    from .pack import carried, is_packed
+
+    out["packed"] = is_packed(reader)
+    if out["packed"]:
+        # name -> what the trace carries: the image (or symbol file), its sha256, its size
+        # and the bytes it takes in the trace (compressed).
+        out["carries"] = {
+            row["name"]: {k: row[k] for k in ("what", "sha256", "size", "stored")}
+            for row in carried(reader)
+        }
     return out
 
 

@@ -95,12 +95,17 @@ class ReplayStats:
 class Replayer(Seam):
     def __init__(
         self,
-        events: Iterator[tuple[int, Any]],
+        events: Callable[[int], Iterator[tuple[int, Any]]],
         cpu: CpuBackend,
         check: ExitCheck | None = None,
     ) -> None:
-        self._events = events
+        """``events(k)`` iterates the trace's events from the first one at exit ``k``."""
+        self._source = events
+        self._events = events(0)
         self._ahead: deque[tuple[int, Any]] = deque()  # looked at, not yet consumed
+        # cursor: the exit index of the last consumed event, and how many with that index
+        self._last_idx = 0
+        self._last_count = 0
         self.cpu = cpu
         self.index = 0
         self.last_match = 0
@@ -122,7 +127,53 @@ class Replayer(Seam):
         return ahead[n]
 
     def _consume(self) -> None:
-        self._ahead.popleft()
+        idx = self._ahead.popleft()[0]
+        if idx == self._last_idx:
+            self._last_count += 1
+        else:
+            self._last_idx, self._last_count = idx, 1
+
+    def cursor(self) -> dict[str, Any]:
+        """Where replay stands in the trace and in its checks (for checkpoints)."""
+        return {
+            "last_idx": self._last_idx,
+            "last_count": self._last_count,
+            "index": self.index,
+            "last_match": self.last_match,
+        }
+
+    def set_cursor(self, cur: dict[str, Any]) -> None:
+        self._last_idx, self._last_count = cur["last_idx"], cur["last_count"]
+        self.index, self.last_match = cur["index"], cur["last_match"]
+        self._events = self._source(self._last_idx)
+        self._ahead.clear()
+        skip = self._last_count
+        while skip:
+            ev = next(self._events, None)
+            if ev is None or ev[0] != self._last_idx:
+                raise RuntimeError("trace cursor does not match the trace")
+            skip -= 1
+
+    def next_exit(self) -> tuple[int, list] | None:
+        """The next recorded EXIT event (index, payload), or None at the end of the trace."""
+        i = 0
+        while True:
+            ev = self._peek(i)
+            if ev is None:
+                return None
+            if ev[1][0] == EventKind.EXIT:
+                return ev
+            i += 1
+
+    def next_landing(self) -> tuple[ExitKind, int, int, int, bool] | None:
+        """(kind, rip, regs_hash, memory_hash, progressed) if the next exit is forced."""
+        ev = self._peek()
+        if ev is None or ev[1][0] != EventKind.EXIT or ExitKind(ev[1][1]) not in FORCED_EXITS:
+            return None
+        landing = self._landing_event()
+        if landing is None:
+            return None
+        return ExitKind(ev[1][1]), ev[1][5], landing[1], landing[2], landing[3]
 
     def _expect(self, kind: EventKind, what: str) -> Any:
         ev = self._peek()

@@ -1,0 +1,91 @@
+"""`monitor` commands of a replay (gdb's `monitor ...`, the console's `info`/`exits`)."""
+
+from __future__ import annotations
+
+import shlex
+from typing import TYPE_CHECKING
+
+from ..gdbstub.target import TargetError
+from ..kvm.backend import ExitKind
+from .events import EventKind
+
+if TYPE_CHECKING:
+    from .engine import ReplayEngine
+
+__all__ = ["run_monitor", "list_exits", "HELP"]
+
+HELP = """monitor commands:
+  info              where the replay stands, checkpoints and their memory
+  exits [FROM [N]]  list N (default 20) recorded exits from exit FROM (default: here)
+  goto EXIT         go to just after exit EXIT
+  checkpoint        take a checkpoint here (at an exit)
+  help              this text"""
+
+
+def list_exits(engine: ReplayEngine, start: int, count: int) -> list[dict[str, object]]:
+    """Recorded exits [start, start+count) as dicts: index, kind, addr, size, value, rip."""
+    out: list[dict[str, object]] = []
+    for idx, ev in engine.reader.events(start):
+        if idx < start or ev[0] != EventKind.EXIT:
+            continue
+        if len(out) >= count:
+            break
+        value = ev[4].hex() if isinstance(ev[4], bytes) else ev[4]
+        out.append(
+            {"index": idx, "kind": ExitKind(ev[1]).name, "addr": ev[2], "size": ev[3],
+             "value": value, "rip": ev[5]}
+        )  # fmt: skip
+    return out
+
+
+def _fmt_exit(e: dict[str, object]) -> str:
+    value = e["value"]
+    v = f"{value:#x}" if isinstance(value, int) else str(value)
+    return (
+        f"{e['index']:>8}  {e['kind']:<10} addr={e['addr']:#x} size={e['size']} value={v}"
+        f" rip={e['rip']:#x}"
+    )
+
+
+def run_monitor(engine: ReplayEngine, command: str) -> str:
+    try:
+        words = shlex.split(command)
+    except ValueError as e:
+        raise TargetError(f"bad monitor command: {e}") from None
+    if not words or words[0] == "help":
+        return HELP
+    cmd, args = words[0], words[1:]
+    try:
+        if cmd == "info":
+            pos = engine.position()
+            mem = sum(c.memory_bytes for c in engine.checkpoints.values())
+            lines = [
+                f"position: exit {pos.exit_index} of {engine.total_exits},"
+                f" {pos.instructions} instructions since it",
+                f"checkpoints: {len(engine.checkpoints)} (every {engine.every} exits),"
+                f" {mem / 1024:.0f} KiB of pages beyond the base image"
+                f" ({len(engine._base) * 4} KiB)",
+                f"breakpoints: {', '.join(hex(b) for b in sorted(engine.breakpoints)) or 'none'}",
+                "watchpoints: "
+                + (", ".join(f"{w.kind.value} {w.address:#x}+{w.length}" for w in engine.watches)
+                   or "none"),
+            ]  # fmt: skip
+            if engine.ended is not None:
+                lines.append(f"the guest ended here: {engine.ended.reason}")
+            return "\n".join(lines)
+        if cmd == "exits":
+            start = int(args[0], 0) if args else engine.position().exit_index
+            count = int(args[1], 0) if len(args) > 1 else 20
+            rows = list_exits(engine, start, count)
+            return "\n".join(_fmt_exit(e) for e in rows) or "no exits there"
+        if cmd == "goto":
+            if len(args) != 1:
+                raise TargetError("usage: monitor goto EXIT")
+            engine.goto_exit(int(args[0], 0))
+            return f"at exit {engine.position().exit_index}"
+        if cmd == "checkpoint":
+            cp = engine.take_checkpoint()
+            return f"checkpoint at exit {cp.exit_index} ({cp.memory_bytes // 1024} KiB)"
+    except ValueError:
+        raise TargetError(f"bad number in: {command}") from None
+    raise TargetError(f"unknown monitor command {cmd!r} (try: monitor help)")
