@@ -77,6 +77,12 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("trace")
     rep.add_argument("--kernel", help="the kernel image, if not at the recorded path")
     rep.add_argument("--initrd", help="the initrd image, if not at the recorded path")
+    rep.add_argument(
+        "--gdb",
+        metavar="[HOST:]PORT",
+        help="serve the replay to gdb (remote protocol) instead of running it; :1234 listens"
+        " on 127.0.0.1",
+    )
     rep.set_defaults(func=_cmd_replay)
     tr = sub.add_parser("trace", help="inspect a trace")
     tr.add_argument("action", choices=("info", "dump", "stats"))
@@ -156,6 +162,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .session import open_trace, replay_trace
 
+    if args.gdb is not None:
+        return _replay_gdb(args)
     with open_trace(args.trace) as reader:
         total = reader.footer.get("exits") if reader.footer else None
         progress = _progress_printer(total) if sys.stderr.isatty() else None
@@ -195,6 +203,41 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         )
     reason = outcome.result.reason if outcome.result else "end of trace"
     print(f"rrvmm: replay matched all {outcome.exits} exits ({reason})", file=sys.stderr)
+    return 0
+
+
+def _replay_gdb(args: argparse.Namespace) -> int:
+    from .gdbstub.server import GdbServer, listen_address
+    from .replay.engine import ReplayEngine
+    from .session import open_trace
+
+    try:
+        host, port = listen_address(args.gdb)
+    except ValueError as e:
+        raise RrvmmError(f"--gdb: {e}", ExitStatus.USAGE) from None
+    with open_trace(args.trace) as reader:
+        engine = ReplayEngine(
+            reader, kernel=args.kernel, initrd=args.initrd, kvm_device=kvm_device_path()
+        )
+        try:
+            try:
+                server = GdbServer(engine, host, port)
+            except OSError as e:
+                raise RrvmmError(
+                    f"--gdb {args.gdb}: cannot listen on {host}:{port}: {e.strerror}",
+                    ExitStatus.USAGE,
+                ) from None
+            with server:
+                h, p = server.address
+                print(
+                    f"rrvmm: gdb server for {args.trace} on {h}:{p}"
+                    f" ({engine.total_exits} exits); in gdb: target remote {h}:{p}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                server.serve_one()
+        finally:
+            engine.close()
     return 0
 
 

@@ -341,11 +341,14 @@ class GdbCommands:
             return E_ANNEX
         if offset > len(doc):
             return E_ARGS
-        # Leave room for the 'm'/'l', the worst-case escaping and the frame.
-        length = min(length, (self.packet_size - 8) // 2)
-        chunk = doc[offset : offset + length]
+        room = self.packet_size - 8  # the 'm'/'l' and the frame
+        chunk = doc[offset : offset + min(length, room)]
+        data = escape(chunk)
+        if len(data) > room:  # escaping grew it: fall back to the worst case
+            chunk = chunk[: room // 2]
+            data = escape(chunk)
         more = offset + len(chunk) < len(doc)
-        return (b"m" if more else b"l") + escape(chunk)
+        return (b"m" if more else b"l") + data
 
     def q_f_thread_info(self) -> bytes:
         return b"m%x" % THREAD_ID

@@ -184,8 +184,7 @@ class KvmBackend:
         run = self._run
         if self._sync:
             run.kvm_valid_regs = K.KVM_SYNC_X86_REGS
-        if self._thread_id is None:
-            self._thread_id = threading.get_ident()
+        self._thread_id = threading.get_ident()  # the thread a kick must signal
         entered = self.vcpu.run()
         self._pending_completion = False
         while entered and run.exit_reason == K.KVM_EXIT_INTERNAL_ERROR and self._emulate_int3():
@@ -285,7 +284,10 @@ class KvmBackend:
 
     def kick(self) -> None:
         if self._thread_id is not None:
-            signal.pthread_kill(self._thread_id, _KICK_SIGNAL)
+            try:
+                signal.pthread_kill(self._thread_id, _KICK_SIGNAL)
+            except (ProcessLookupError, OSError):
+                pass  # that thread is gone: nothing is running
 
     # --- determinism support ---
     def enable_dirty_log(self) -> None:
