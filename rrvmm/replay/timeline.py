@@ -33,7 +33,15 @@ from ..kvm.backend import ExitKind
 from .container import TraceReader
 from .events import EventKind
 
-__all__ = ["Timeline", "scan", "write_json", "write_png", "write_timeline", "SerialDecoder"]
+__all__ = [
+    "Timeline",
+    "SerialDecoder",
+    "scan",
+    "write_json",
+    "write_png",
+    "png_title",
+    "write_timeline",
+]
 
 COM1_THR = 0x3F8
 COM1_LCR = 0x3FB
@@ -357,6 +365,13 @@ def write_png(tl: Timeline, path: str | os.PathLike[str], title: str = "") -> No
         plt.close(fig)
 
 
+def png_title(reader: TraceReader, tl: Timeline) -> str:
+    images = reader.header.get("images") or {}
+    kernel = Path(str(images.get("kernel", {}).get("path", "?"))).name
+    end = (reader.footer or {}).get("reason", "trace cut short")
+    return f"{tl.name}  ({kernel}, {tl.totals['exits']} exits; {end})"
+
+
 def write_timeline(
     reader: TraceReader,
     output: str | os.PathLike[str],
@@ -371,10 +386,6 @@ def write_timeline(
             return write_json(reader, f, buckets=buckets, progress=progress)
     if suffix == ".png":
         tl = scan(reader, buckets=buckets, progress=progress)
-        h = reader.header
-        kernel = Path(str((h.get("images") or {}).get("kernel", {}).get("path", "?"))).name
-        end = (reader.footer or {}).get("reason", "trace cut short")
-        title = f"{tl.name}  ({kernel}, {tl.totals['exits']} exits; {end})"
-        write_png(tl, output, title)
+        write_png(tl, output, png_title(reader, tl))
         return tl
     raise ValueError(f"timeline output must end in .png or .json, not {output}")

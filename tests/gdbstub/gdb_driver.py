@@ -56,7 +56,7 @@ class Gdb:
 
     def _collect(self, responses: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         text = "".join(
-            r["payload"] for r in responses if r["type"] in ("console", "log") and r["payload"]
+            r["payload"] for r in responses if r["type"] in ("console", "log", "target", "output") and r["payload"]
         )
         return text, responses
 
