@@ -57,8 +57,12 @@ def listen_address(spec: str, default_port: int = DEFAULT_PORT) -> tuple[str, in
         if not sep or not host or (rest and not rest.startswith(":")):
             raise ValueError(f"bad listen address {spec!r}")
         port_text = rest[1:] if rest else ""
+        if rest and not port_text:
+            raise ValueError(f"no port after ':' in {spec!r}")
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
+        if not port_text:
+            raise ValueError(f"no port after ':' in {spec!r}")
     elif text.isdigit():
         host, port_text = "", text
     elif ":" in text:
@@ -97,30 +101,32 @@ class GdbServer:
         self._listener = socket.create_server((host, port), family=family, backlog=1)
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
+        self._serving = threading.Lock()  # held while a serve loop runs; close() waits
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
         """Serve connections one after another until :meth:`shutdown`."""
-        while not self._stopping.is_set():
-            self.serve_one()
+        with self._serving:
+            while not self._stopping.is_set():
+                self._serve_one(None)
 
     def serve_one(self, timeout: float | None = None) -> bool:
         """Accept one gdb and serve it to the end. False if none came (timeout/shutdown)."""
+        with self._serving:
+            return self._serve_one(timeout)
+
+    def _serve_one(self, timeout: float | None) -> bool:
         conn = self._accept(timeout)
         if conn is None:
             return False
         with conn:
             peer = conn.getpeername()
             log.info("gdb connected from %s", peer)
+            commands = GdbCommands(self.target, packet_size=self.packet_size)
             try:
-                _Connection(
-                    conn,
-                    GdbCommands(self.target, packet_size=self.packet_size),
-                    self._wake_r,
-                    self._stopping,
-                ).run()
+                _Connection(conn, commands, self._wake_r, self._stopping).run()
             except OSError as exc:
                 log.info("gdb connection from %s lost: %s", peer, exc)
             else:
@@ -136,8 +142,10 @@ class GdbServer:
             pass
 
     def close(self) -> None:
+        """Shut down, wait for a serving thread to return, release the sockets."""
         self.shutdown()
-        self._listener.close()
+        with self._serving:
+            self._listener.close()
         self._wake_r.close()
         self._wake_w.close()
 
@@ -197,7 +205,10 @@ class _Connection:
             return None
         if self.sock not in ready:
             return b""
-        data = self.sock.recv(_RECV)
+        try:
+            data = self.sock.recv(_RECV)
+        except (ConnectionResetError, ConnectionAbortedError):
+            return None
         return data or None
 
     # -- events ---------------------------------------------------------------------------
@@ -267,18 +278,21 @@ class _Connection:
         worker = threading.Thread(target=work, name="rrvmm-gdbstub-resume", daemon=True)
         with done_r, done_w:
             worker.start()
-            while worker.is_alive():
-                data = self._recv(done_r)
-                if data is None:  # gdb hung up (or shutdown): stop the target, then leave
+            try:
+                while worker.is_alive():
+                    data = self._recv(done_r)
+                    if data is None:  # gdb hung up (or shutdown): stop the target, leave
+                        return None
+                    for event in self.reader.feed(data):
+                        if isinstance(event, Interrupt):
+                            log.debug("<- ^C")
+                            self.commands.target.interrupt()
+                        else:
+                            self.pending.append(event)
+                    if not data:
+                        worker.join()
+            finally:
+                if worker.is_alive():  # never leave a resume running behind us
                     self.commands.target.interrupt()
-                    worker.join()
-                    return None
-                for event in self.reader.feed(data):
-                    if isinstance(event, Interrupt):
-                        log.debug("<- ^C")
-                        self.commands.target.interrupt()
-                    else:
-                        self.pending.append(event)
-                if not data:
                     worker.join()
         return result[0]

@@ -94,6 +94,7 @@ class KvmBackend:
         self.exit = VcpuExit()
         self.int3_emulated = 0
         self._pending_completion = False  # a read answered, not yet applied by KVM
+        self._debug_config: tuple[tuple[int, ...], bool] = ((), False)
         self._has_xsave = bool(self.kvm.check_extension(K.KVM_CAP_XSAVE))
         _install_kick_handler()
 
@@ -122,6 +123,8 @@ class KvmBackend:
         self.vcpu.set_cpuid2(entries)
 
     def get_regs(self) -> dict[str, int]:
+        if self._pending_completion and self._read_buf is None:
+            self.settle()  # a read's value is applied by KVM only at the next entry
         src = self._sync_regs if self._synced else self.vcpu.get(K.KVM_GET_REGS, K.kvm_regs)
         return {n: getattr(src, n) for n in GPR_NAMES}
 
@@ -138,6 +141,8 @@ class KvmBackend:
             self.vcpu.set(K.KVM_SET_REGS, cur)
 
     def get_sregs(self) -> dict[str, object]:
+        if self._pending_completion and self._read_buf is None:
+            self.settle()
         s = self.vcpu.get(K.KVM_GET_SREGS, K.kvm_sregs)
         out: dict[str, object] = {}
         for seg in SEGMENT_NAMES:
@@ -349,6 +354,8 @@ class KvmBackend:
         v.set(K.KVM_SET_VCPU_EVENTS, ev)
         v.set(K.KVM_SET_DEBUGREGS, K.kvm_debugregs.from_buffer_copy(state["debugregs"]))  # type: ignore[arg-type]
         v.set(K.KVM_SET_MP_STATE, K.kvm_mp_state(state["mp_state"]))  # type: ignore[arg-type]
+        v.set_guest_debug(0)
+        self._debug_config = ((), False)
         self._synced = False
         self._run.request_interrupt_window = 0
 
@@ -361,6 +368,10 @@ class KvmBackend:
         """Hardware execution breakpoints (at most 4) and/or single-stepping."""
         if len(breakpoints) > 4:
             raise BackendError("at most 4 hardware breakpoints")
+        config = (tuple(breakpoints), single_step)
+        if config == self._debug_config:
+            return
+        self._debug_config = config
         control = 0
         regs = [0] * 8
         if breakpoints or single_step:

@@ -56,6 +56,7 @@ _VALUE_FIELD = {
     EventKind.TSC: "tsc",
 }
 _EXIT = int(EventKind.EXIT)
+_FORCED = (ExitKind.INTR, ExitKind.IRQ_WINDOW)
 
 Progress = Callable[[int, int], None]
 Group = tuple[int, list[tuple]]  # (exit index, that exit's events in order)
@@ -201,20 +202,26 @@ class _Differ:
         return len(ea) == len(eb) and all(map(self.equal, ea, eb))
 
     def first_difference(self, idx: int, ea: list[tuple], eb: list[tuple]) -> dict[str, Any]:
-        p = 0
-        while p < len(ea) and p < len(eb) and self.equal(ea[p], eb[p]):
-            p += 1
-        x = ea[p] if p < len(ea) else None
-        y = eb[p] if p < len(eb) else None
+        """Describe how the events of exit ``idx`` differ.
+
+        Inputs come first: if the inputs of this exit differ, the first differing input is
+        reported, even when an EXIT differs before it (a host kick that delivered serial
+        input shows up as a forced exit ahead of the SERIAL_RX it delivered). Otherwise the
+        first differing event of any kind (a forced exit, a read value, a landing).
+        """
+        pa, pb = self._first_unequal(ea, eb, inputs_only=True)
+        if pa is None and pb is None:
+            pa, pb = self._first_unequal(ea, eb, inputs_only=False)
+        x = None if pa is None else ea[pa]
+        y = None if pb is None else eb[pb]
         rip_a, rip_b = _rip(ea), _rip(eb)
         na, nb = self.names
         if x is not None and y is not None and x[0] == y[0]:
             kind = EventKind(x[0])
-            what = "read value differs" if _is_read(x) else f"{kind.name} differs"
             return {
                 "exit": idx,
                 "kind": kind.name,
-                "what": what,
+                "what": _what_differs(kind, x, y),
                 "a": _side(na, idx, x, rip_a),
                 "b": _side(nb, idx, y, rip_b),
             }
@@ -222,13 +229,13 @@ class _Differ:
         # one, and the other trace's next event of that kind.
         if x is not None and (y is None or x[0] in INPUT_KINDS or y[0] not in INPUT_KINDS):
             kind, has, lacks = EventKind(x[0]), "A", "B"
-            other = self.next_of(self.b, kind, idx, eb, p)
+            other = self.next_of(self.b, kind, idx, eb, len(eb) if pb is None else pb)
             a_side = _side(na, idx, x, rip_a)
             b_side = None if other is None else _side(nb, *other, note=_next_note(kind, idx))
         else:
             assert y is not None
             kind, has, lacks = EventKind(y[0]), "B", "A"
-            other = self.next_of(self.a, kind, idx, ea, p)
+            other = self.next_of(self.a, kind, idx, ea, len(ea) if pa is None else pa)
             b_side = _side(nb, idx, y, rip_b)
             a_side = None if other is None else _side(na, *other, note=_next_note(kind, idx))
         if other is not None:
@@ -236,6 +243,18 @@ class _Differ:
         else:
             what = f"{kind.name} at exit {idx} in {has}, never in {lacks}"
         return {"exit": idx, "kind": kind.name, "what": what, "a": a_side, "b": b_side}
+
+    def _first_unequal(
+        self, ea: list[tuple], eb: list[tuple], *, inputs_only: bool
+    ) -> tuple[int | None, int | None]:
+        """Positions in ``ea``/``eb`` of the first pair of (input) events that differ;
+        None for a side that has no such event left. (None, None): no difference."""
+        ia = [p for p, ev in enumerate(ea) if not inputs_only or ev[0] in INPUT_KINDS]
+        ib = [p for p, ev in enumerate(eb) if not inputs_only or ev[0] in INPUT_KINDS]
+        q = 0
+        while q < len(ia) and q < len(ib) and self.equal(ea[ia[q]], eb[ib[q]]):
+            q += 1
+        return (ia[q] if q < len(ia) else None), (ib[q] if q < len(ib) else None)
 
     def next_of(
         self, reader: TraceReader, kind: EventKind, idx: int, group: list[tuple], p: int
@@ -256,8 +275,17 @@ def _next_note(kind: EventKind, idx: int) -> str:
     return f"none at exit {idx}; this is the next {kind.name}"
 
 
-def _is_read(ev: tuple) -> bool:
-    return ev[0] == _EXIT and ev[1] in (ExitKind.IO_IN, ExitKind.MMIO_READ)
+def _what_differs(kind: EventKind, x: tuple, y: tuple) -> str:
+    if kind != EventKind.EXIT:
+        return f"{kind.name} differs"
+    if x[1] != y[1]:
+        for ev, has, lacks in ((x, "A", "B"), (y, "B", "A")):
+            if ev[1] in _FORCED:
+                return f"forced exit ({ExitKind(ev[1]).name}) in {has}, not in {lacks}"
+        return "exit kind differs"
+    if x[1] in (ExitKind.IO_IN, ExitKind.MMIO_READ) and x[2:4] == y[2:4]:
+        return "read value differs"
+    return "EXIT differs"
 
 
 def _summary(reader: TraceReader) -> dict[str, Any]:

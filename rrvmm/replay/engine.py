@@ -103,7 +103,6 @@ class ReplayEngine:
         self.n: int | None = 0  # single steps since the current exit (None: not counted)
         self._prepared = False
         self._landing_dirty = 0
-        self._interval_acc = 0
         self._watch_hit: Stop | None = None
         self._interrupt = threading.Event()
         self.checkpoints: dict[int, Checkpoint] = {}
@@ -121,7 +120,7 @@ class ReplayEngine:
             chunk = mem[page * PAGE : (page + 1) * PAGE]
             if chunk != _ZERO_PAGE:
                 self._base[page] = chunk
-        for consumer in ("checkpoint", "restore", "interval"):
+        for consumer in ("checkpoint", "restore"):
             self.slots.take_dirty(consumer)
 
     def take_checkpoint(self) -> Checkpoint:
@@ -182,14 +181,13 @@ class ReplayEngine:
         self.machine.restore(cp.machine)
         self.replayer.set_cursor(cp.cursor)
         self.slots.set_accumulators(
-            {"landing": cp.accumulators["landing"], "checkpoint": 0, "restore": 0, "interval": 0}
+            {"landing": cp.accumulators["landing"], "checkpoint": 0, "restore": 0}
         )
         self._landing_dirty = cp.landing_dirty
         del self.serial.transcript[cp.serial_len :]
         self._mem_at = cp.exit_index
         self._ckpt_anchor = cp.exit_index
         self._prepared = False
-        self._interval_acc = 0
         self.n = 0
         self.ended = None
 
@@ -204,8 +202,6 @@ class ReplayEngine:
         k = self.machine.exit_index
         self.n = 0
         self._prepared = False
-        self.slots.take_dirty("interval")
-        self._interval_acc = 0
         if k in self.checkpoints:
             self.slots.take_dirty("checkpoint")
             self._ckpt_anchor = k
@@ -217,7 +213,6 @@ class ReplayEngine:
             self.machine.handle_exit(ex)
         except MachineStop as stop:
             self.ended = stop.result
-        self.cpu.settle()
         self._after_exit()
 
     def _prepare(self) -> bool:
@@ -361,7 +356,11 @@ class ReplayEngine:
                 self._step_checking(bps, skip_breakpoint_at)
                 skip_breakpoint_at = None
                 continue
-            rip = self.cpu.get_regs()["rip"]
+            rip = (
+                self.cpu.get_regs()["rip"]
+                if skip_breakpoint_at is not None or landing is not None
+                else None
+            )
             if skip_breakpoint_at is not None and rip == skip_breakpoint_at:
                 skip_breakpoint_at = None
                 if landing is None or not self._landing_match(landing):
@@ -421,31 +420,33 @@ class ReplayEngine:
         return Position(self.machine.exit_index, self._count_steps())
 
     def _count_steps(self) -> int:
-        """Steps since the current exit, counting them by re-execution if not known."""
+        """Steps since the current exit, counting them by re-execution if not known.
+
+        The state is recognised by its registers and the contents of every page written
+        since the last restore: a superset of what changed since the exit, and earlier
+        points of the same run only ever wrote a subset of it, so equal hashes over it
+        mean equal state.
+        """
         if self.n is not None:
             return self.n
         regs = self.cpu.get_regs()
         want_regs = regs_fingerprint(regs)
-        want_mem = memory_fingerprint(self._interval_dirty(), self.cpu.ram_page)
+        pages = self.slots.accumulators().get("restore", 0)
+        want_mem = memory_fingerprint(pages, self.cpu.ram_page)
         k = self.machine.exit_index
         self.goto_exit(k)
         n = 0
         while True:
             cur = self.cpu.get_regs()
-            if regs_fingerprint(cur) == want_regs and memory_fingerprint(
-                self._interval_dirty(), self.cpu.ram_page
-            ) == want_mem:
+            if regs_fingerprint(cur) == want_regs and (
+                memory_fingerprint(pages, self.cpu.ram_page) == want_mem
+            ):
                 self.n = n
                 return n
             self.step()
             n += 1
             if self.machine.exit_index != k:
                 raise TargetError("lost the current position while counting steps")
-
-    def _interval_dirty(self) -> int:
-        """Pages written since the current exit (kept across several questions)."""
-        self._interval_acc |= self.slots.take_dirty("interval")
-        return self._interval_acc
 
     def goto_exit(self, k: int) -> None:
         """Go to exit ``k`` (just after it, before the guest resumes)."""

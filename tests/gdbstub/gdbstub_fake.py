@@ -80,6 +80,7 @@ class FakeTarget:
         self.script: deque[ScriptItem] = deque()
         self.breakpoints: set[tuple[int, bool]] = set()
         self.watchpoints: set[tuple[int, int, WatchKind]] = set()
+        self.ever_set: set[tuple[int, int | bool, WatchKind | None]] = set()  # every insert
         self.resumes: list[tuple[bool, bool]] = []
         self.monitor_commands: list[str] = []
         self.interrupts = 0
@@ -116,12 +117,14 @@ class FakeTarget:
 
     def add_breakpoint(self, address: int, hardware: bool = False) -> None:
         self.breakpoints.add((address, hardware))
+        self.ever_set.add((address, hardware, None))
 
     def remove_breakpoint(self, address: int, hardware: bool = False) -> None:
         self.breakpoints.discard((address, hardware))
 
     def add_watchpoint(self, address: int, length: int, kind: WatchKind) -> None:
         self.watchpoints.add((address, length, kind))
+        self.ever_set.add((address, length, kind))
 
     def remove_watchpoint(self, address: int, length: int, kind: WatchKind) -> None:
         self.watchpoints.discard((address, length, kind))

@@ -519,7 +519,9 @@ def test_qsupported_records_client_features() -> None:
 
 
 def test_qsupported_reply_lists_features() -> None:
-    features = dict(f.split(b"=") if b"=" in f else (f[:-1], f[-1:]) for f in QSUPPORTED.split(b";"))
+    features = dict(
+        f.split(b"=") if b"=" in f else (f[:-1], f[-1:]) for f in QSUPPORTED.split(b";")
+    )
     assert int(features[b"PacketSize"], 16) >= 0x1000
     for name in (
         b"qXfer:features:read",

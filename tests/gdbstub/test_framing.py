@@ -78,7 +78,7 @@ def test_unescape_dangling_escape() -> None:
         (b"0* ", b"0000"),  # ' ' = 32 -> 3 more
         (b"ab*!", b"abbbbb"),  # '!' = 33 -> 4 more
         (b"x*\x1d", b"x"),  # count 0
-        (b"12*\"3", b"12222223"),  # '"' = 34 -> 5 more
+        (b'12*"3', b"12222223"),  # '"' = 34 -> 5 more
         (b"no runs", b"no runs"),
         (b"0*\x7e", b"0" * (1 + 0x7E - 29)),
     ],

@@ -84,11 +84,17 @@ class DirtyLog:
             self.buf.madvise(mmap.MADV_NOHUGEPAGE)  # keep 4 KiB granularity
         except (AttributeError, OSError):
             pass
-        fcntl.ioctl(fd, _UFFDIO_REGISTER, bytearray(struct.pack("<QQQQ", self.addr, self.size,
-                                                                _UFFDIO_REGISTER_MODE_WP, 0)))
+        fcntl.ioctl(
+            fd,
+            _UFFDIO_REGISTER,
+            bytearray(struct.pack("<QQQQ", self.addr, self.size, _UFFDIO_REGISTER_MODE_WP, 0)),
+        )
         self._pagemap = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-        fcntl.ioctl(fd, _UFFDIO_WRITEPROTECT, bytearray(struct.pack("<QQQ", self.addr, self.size,
-                                                                    _UFFDIO_WRITEPROTECT_MODE_WP)))
+        fcntl.ioctl(
+            fd,
+            _UFFDIO_WRITEPROTECT,
+            bytearray(struct.pack("<QQQ", self.addr, self.size, _UFFDIO_WRITEPROTECT_MODE_WP)),
+        )
         self._scan()  # fails here (ENOTTY) on kernels without PAGEMAP_SCAN
 
     def fetch(self) -> int:

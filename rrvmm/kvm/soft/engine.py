@@ -100,6 +100,7 @@ class Engine:
         self._emu_start = uclib.uc_emu_start
         self._emu_stop = uclib.uc_emu_stop
 
+        self.uc.reg_read(X.UC_X86_REG_RIP)  # unicorn creates the CPU on first use
         raw = _read_process_memory(h + L.UC_CPU, 8)
         if len(raw) != 8:
             raise BackendError("cannot read unicorn's engine structure")
@@ -166,8 +167,8 @@ class Engine:
         for msr in msrs:
             uc.msr_write(msr, 0)
         C.memset(self.env + L.REGS, 0, 17 * 8)
-        self.cr[2] = 0
-        C.c_uint64.from_address(self.env + L.DR + 8).value = 0
+        for off in (L.CR + 16, L.DR + 8, L.GDT + 8, L.IDT + 8):
+            C.c_uint64.from_address(self.env + off).value = 0
 
     def _verify_counter(self, uc_mod) -> None:  # noqa: ANN001
         """emu_start's instruction counter is where we read it (checked on a scratch engine)."""

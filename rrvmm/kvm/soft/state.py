@@ -7,7 +7,7 @@ system-state write QEMU's mode flags are recomputed and the TLB is flushed.
 
 from __future__ import annotations
 
-from ..backend import CONTROL_NAMES, GPR_NAMES, SEGMENT_FIELDS, SEGMENT_NAMES
+from ..backend import CONTROL_NAMES, GPR_NAMES, SEGMENT_NAMES
 from . import layout as L
 
 __all__ = ["CpuState"]

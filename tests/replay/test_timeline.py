@@ -1,0 +1,165 @@
+"""`rrvmm trace timeline`: the PNG decodes, the Perfetto JSON matches `rrvmm trace stats`,
+and the serial lines rebuilt from port writes are what the guest printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rrvmm.replay.container import TraceReader, TraceWriter
+from rrvmm.replay.timeline import SerialDecoder, scan, write_json
+from rrvmm_cli import rrvmm
+
+kvm = pytest.mark.kvm
+
+OUT, IN = 2, 1  # ExitKind.IO_OUT, IO_IN
+
+
+def _exit(kind: int, port: int, size: int, value: int | bytes, rip: int = 0x1000) -> list:
+    return [1, kind, port, size, value, rip]
+
+
+def test_serial_decoder_follows_the_uart_bus() -> None:
+    d = SerialDecoder()
+    assert d.out(0x3F8, 1, ord("a")) == b"a"
+    assert d.out(0x3FB, 1, 0x80) == b""  # DLAB on: 0x3f8 is the divisor latch
+    assert d.out(0x3F8, 1, 0x01) == b""
+    assert d.out(0x3FB, 1, 0x03) == b""  # DLAB off again
+    assert d.out(0x3F8, 2, 0x4342) == b"B"  # outw: 0x42 to THR, 0x43 to IER
+    assert d.out(0x3F8, 1, b"rep outsb\n") == b"rep outsb\n"  # rep outsb: raw bytes
+    assert d.out(0x3FA, 4, 0x41414141) == b""  # FCR, LCR (0x41: DLAB off), MCR, LSR
+    assert d.out(0x3FF, 2, 0x4141) == b""  # the byte past the UART window is dropped
+    assert d.out(0x2F8, 1, ord("x")) == b""  # COM2 is not the console
+    assert d.lines(b"one\ntw", 5) == [(5, "one")]
+    assert d.lines(b"o\r\n", 9) == [(9, "two")]
+    assert d.rest(10) == [] and d.lines(b"tail", 11) == [] and d.rest(12) == [(12, "tail")]
+
+
+def _synthetic(path: Path) -> None:
+    header = {"images": {"kernel": {"path": "/x/k.mb", "sha256": "0" * 64, "size": 1}}}
+    with TraceWriter(path, header, chunk_events=7) as w:
+        w.append(0, [6, b"hi"])  # SERIAL_RX before the first exit
+        for i in range(1, 101):
+            if i % 10 == 0:
+                w.append(i, _exit(7, 0, 0, 0))  # INTR: forced
+                w.append(i, [2, 1, 2, True])  # LANDING
+                w.append(i, [7, 0x20])  # INJECT
+            else:
+                w.append(i, _exit(OUT, 0x3F8, 1, b"L\n"[i % 2]))
+        w.close({"exits": 100})
+
+
+def test_scan_counts_every_series(tmp_path: Path) -> None:
+    path = tmp_path / "s.rrt"
+    _synthetic(path)
+    with TraceReader(path) as r:
+        seen: list[tuple[str, int]] = []
+        tl = scan(r, buckets=10, instant=lambda k, i, a: seen.append((k, i)))
+    assert tl.width == 11 and tl.buckets == 10
+    assert sum(tl.exits["IO_OUT"]) == 90 and sum(tl.exits["INTR"]) == 10
+    assert tl.totals["injections"] == sum(tl.injections) == 10
+    assert tl.totals["forced_exits"] == sum(tl.forced) == 10
+    lines = [i for k, i in seen if k == "serial"]
+    assert len(lines) == tl.totals["serial_lines"] == 50 and lines[:2] == [1, 3]
+    assert tl.totals["serial_exact"] is None  # no serial_sha256 in this footer
+
+
+def test_json_is_perfetto_trace_events(tmp_path: Path) -> None:
+    path = tmp_path / "s.rrt"
+    _synthetic(path)
+    out = tmp_path / "s.json"
+    with TraceReader(path) as r, open(out, "w") as f:
+        write_json(r, f, buckets=4)
+    doc = json.loads(out.read_text())
+    events = doc["traceEvents"]
+    assert {e["ph"] for e in events} == {"M", "C", "i"}
+    for e in events:
+        assert isinstance(e["name"], str) and e["pid"] == 1
+        if e["ph"] != "M":
+            assert isinstance(e["ts"], int) and isinstance(e["args"], dict)
+    counters = [e for e in events if e["ph"] == "C"]
+    assert [c["ts"] for c in counters] == [0, 26, 52, 78]
+    assert sum(sum(c["args"].values()) for c in counters) == 100
+
+
+def _stats(trace: Path) -> dict:
+    r = rrvmm("trace", "stats", str(trace), "--json")
+    assert r.status == 0, r.err
+    return json.loads(r.out)
+
+
+@pytest.fixture(scope="module")
+def irq_trace(tmp_path_factory: pytest.TempPathFactory, guest) -> tuple[Path, str]:  # noqa: ANN001
+    """A guest with timer interrupts landing at forced exits, and some output."""
+    trace = tmp_path_factory.mktemp("timeline") / "irqhash.rrt"
+    rec = rrvmm(
+        "record", "--kernel", str(guest("irqhash")), "--append", "hz=1000 loops=2",
+        "-o", str(trace), stdin=None,
+    )  # fmt: skip
+    assert rec.status == 0, rec.err
+    return trace, rec.out
+
+
+@kvm
+def test_png_decodes_with_a_sane_size(tmp_path: Path, irq_trace: tuple[Path, str]) -> None:
+    import matplotlib.image
+
+    trace, _ = irq_trace
+    png = tmp_path / "t.png"
+    r = rrvmm("trace", "timeline", str(trace), "-o", str(png))
+    assert r.status == 0, r.err
+    assert f"wrote {png}" in r.err and "\r" not in r.err  # quiet in a pipe
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = matplotlib.image.imread(png)
+    h, w = img.shape[:2]
+    assert 600 <= w <= 4000 and 400 <= h <= 3000
+    assert len({tuple(px) for px in img.reshape(-1, img.shape[2])[::97]}) > 5  # not blank
+
+
+@kvm
+def test_json_counts_equal_trace_stats(tmp_path: Path, irq_trace: tuple[Path, str]) -> None:
+    trace, guest_out = irq_trace
+    out = tmp_path / "t.json"
+    r = rrvmm("trace", "timeline", str(trace), "-o", str(out))
+    assert r.status == 0, r.err
+    with open(out) as f:
+        doc = json.load(f)
+    events = doc["traceEvents"]
+    stats = _stats(trace)
+
+    counters = [e for e in events if e["ph"] == "C" and e["name"] == "exits"]
+    by_kind: dict[str, int] = {}
+    for c in counters:
+        for kind, n in c["args"].items():
+            by_kind[kind] = by_kind.get(kind, 0) + n
+    assert sum(by_kind.values()) == stats["exits"]
+    assert {k: v for k, v in by_kind.items() if v} == stats["exit_kinds"]
+
+    instants = [e for e in events if e["ph"] == "i"]
+    cats = [e["cat"] for e in instants]
+    assert cats.count("interrupt") == stats["injections"] > 0
+    assert cats.count("forced") == stats["events"]["LANDING"] > 0
+    lines = [e["args"]["text"] for e in instants if e["cat"] == "serial"]
+    assert lines == guest_out.splitlines()
+    assert doc["otherData"]["serial_exact"] is True
+    ts = [e["ts"] for e in instants]
+    assert ts == sorted(ts) and max(ts) <= stats["exits"]
+
+
+@kvm
+def test_timeline_errors(tmp_path: Path, irq_trace: tuple[Path, str]) -> None:
+    trace, _ = irq_trace
+    r = rrvmm("trace", "timeline", str(trace), "-o", str(tmp_path / "t.svg"))
+    assert r.status == 64 and "must end in .png or .json" in r.err
+    r = rrvmm("trace", "timeline", str(tmp_path / "none.rrt"), "-o", str(tmp_path / "t.png"))
+    assert r.status == 66 and len(r.err.strip().splitlines()) == 1
+    bad = tmp_path / "bad.rrt"
+    data = bytearray(trace.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    bad.write_bytes(bytes(data))
+    r = rrvmm("trace", "timeline", str(bad), "-o", str(tmp_path / "t.json"))
+    assert r.status == 73 and "corrupt" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "t.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.rrt"]  # no temporary left behind
