@@ -83,6 +83,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="serve the replay to gdb (remote protocol) instead of running it; :1234 listens"
         " on 127.0.0.1",
     )
+    rep.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="with --gdb: take a checkpoint every N exits while replaying (default 1000)",
+    )
     rep.set_defaults(func=_cmd_replay)
     tr = sub.add_parser("trace", help="inspect a trace")
     tr.add_argument("action", choices=("info", "dump", "stats"))
@@ -217,7 +224,11 @@ def _replay_gdb(args: argparse.Namespace) -> int:
         raise RrvmmError(f"--gdb: {e}", ExitStatus.USAGE) from None
     with open_trace(args.trace) as reader:
         engine = ReplayEngine(
-            reader, kernel=args.kernel, initrd=args.initrd, kvm_device=kvm_device_path()
+            reader,
+            kernel=args.kernel,
+            initrd=args.initrd,
+            checkpoint_every=args.checkpoint_every,
+            kvm_device=kvm_device_path(),
         )
         try:
             try:
