@@ -48,6 +48,12 @@ def _fmt_exit(e: dict[str, object]) -> str:
 
 
 def run_monitor(engine: ReplayEngine, command: str) -> str:
+    """The text a monitor command prints (ends with a newline, as gdb expects)."""
+    text = _run(engine, command)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _run(engine: ReplayEngine, command: str) -> str:
     try:
         words = shlex.split(command)
     except ValueError as e:

@@ -45,6 +45,7 @@ def test_command_layer_never_raises(batch: list[bytes], writable: bool) -> None:
         assert isinstance(replies, list)
         for reply in replies:
             assert isinstance(reply, bytes)
+            assert reply != b"E04", payload  # E04 = a handler raised something unexpected
             # every reply can be framed and read back intact
             [event] = PacketReader().feed(frame(reply))
             assert isinstance(event, Packet) and event.checksum_ok
