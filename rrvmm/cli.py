@@ -91,11 +91,20 @@ def _build_parser() -> argparse.ArgumentParser:
         help="with --gdb: take a checkpoint every N exits while replaying (default 1000)",
     )
     rep.set_defaults(func=_cmd_replay)
-    tr = sub.add_parser("trace", help="inspect a trace")
-    tr.add_argument("action", choices=("info", "dump", "stats"))
-    tr.add_argument("trace")
-    tr.add_argument("--json", action="store_true", help="machine-readable output")
-    tr.set_defaults(func=_cmd_trace)
+    tr = sub.add_parser("trace", help="inspect, draw or compare traces")
+    trace_sub = tr.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("info", "what a trace holds: header, images, end, packed or not"),
+        ("dump", "every event, one per line"),
+        ("stats", "counts and sizes"),
+    ):
+        a = trace_sub.add_parser(action, help=text)
+        a.add_argument("trace")
+        a.add_argument("--json", action="store_true", help="machine-readable output")
+        a.set_defaults(func=_cmd_trace)
+    from .tools_cli import add_subcommands
+
+    add_subcommands(sub, trace_sub)
     return parser
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .boot.kernel import load_kernel
+from .boot.linux import long_mode_sregs
 from .boot.multiboot import BootImage, protected_mode_sregs
 from .devices import state as device_state
 from .devices.bus import Bus, IrqLine
@@ -97,7 +98,9 @@ class Machine:
         self.uart = Uart16550(IrqLine(COM1_IRQ, self.pic.set_irq), self._serial_tx)
         self.rtc = CmosRtc(seam.wall_time, config.memory)
         self.debug_exit = DebugExit(self._debug_exit)
-        self.i8042 = I8042(self._reset)
+        self.i8042 = I8042(
+            self._reset, IrqLine(1, self.pic.set_irq), IrqLine(12, self.pic.set_irq)
+        )
         self.post = PostPort()
         self.pci = PciConfigAbsent()
         self.pio.insert(self.pic, 0x20, 2, offset=0)
@@ -135,7 +138,10 @@ class Machine:
             self.cpu.write_memory(gpa, bytes(length))
         for gpa, body in blobs:
             self.cpu.write_memory(gpa, body)
-        self.cpu.set_sregs(protected_mode_sregs())
+        if img.mode == "long64":
+            self.cpu.set_sregs(long_mode_sregs(img.page_table))
+        else:
+            self.cpu.set_sregs(protected_mode_sregs())
         self.cpu.set_regs({"rflags": 0x2, **img.regs})
         return img
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ExitStatus, RrvmmError
+from .linux import is_bzimage, load_bzimage
 from .multiboot import (
     BootImage,
     KernelFormatError,
@@ -14,8 +15,6 @@ from .multiboot import (
 )
 
 __all__ = ["load_kernel", "read_image"]
-
-_BZIMAGE_MAGIC_OFFSET = 0x202
 
 
 def read_image(path: str | Path, what: str = "kernel") -> bytes:
@@ -39,8 +38,8 @@ def load_kernel(
         if find_multiboot_header(data) is not None:
             modules = [(initrd, "initrd")] if initrd is not None else None
             return load_multiboot(data, memory_size, cmdline, modules)
-        if len(data) > 0x206 and data[_BZIMAGE_MAGIC_OFFSET : _BZIMAGE_MAGIC_OFFSET + 4] == b"HdrS":
-            raise KernelFormatError("Linux bzImage kernels are not supported yet")
+        if is_bzimage(data):
+            return load_bzimage(data, memory_size, cmdline, initrd)
         if data[:4] == b"\x7fELF":
             raise KernelFormatError(
                 "ELF file without a multiboot header (for a 64-bit kernel, add a multiboot"

@@ -65,7 +65,8 @@ class BootImage:
     segments: list[tuple[int, bytes]] = field(default_factory=list)  # (gpa, bytes)
     zero: list[tuple[int, int]] = field(default_factory=list)  # (gpa, length) bss
     entry: int = 0
-    mode: str = "protected32"  # the CPU mode at entry
+    mode: str = "protected32"  # the CPU mode at entry: "protected32" or "long64"
+    page_table: int = 0  # CR3 (the PML4's address) when mode is "long64"
     regs: dict[str, int] = field(default_factory=dict)
     kernel_end: int = 0  # first byte above everything the loader placed
     format: str = ""

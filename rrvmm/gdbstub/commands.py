@@ -272,12 +272,12 @@ class GdbCommands:
         """Resume the target (blocking) and return the stop reply."""
         try:
             stop = self.target.resume(reverse=resume.reverse, step=resume.step)
-        except Exception as exc:
-            if isinstance(exc, TargetError):
-                log.warning("resume failed: %s", exc)
-            else:
-                log.exception("resume failed")
-            return E_TARGET
+        except TargetError as exc:
+            log.warning("resume failed: %s", exc)
+            return E_TARGET  # gdb warns "Remote failure reply" and treats it as a stop
+        except Exception:
+            log.exception("resume failed")
+            return E_INTERNAL
         return self.record_stop(stop)
 
     def record_stop(self, stop: Stop) -> bytes:

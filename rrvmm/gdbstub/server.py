@@ -122,10 +122,11 @@ class GdbServer:
         if conn is None:
             return False
         with conn:
-            peer = conn.getpeername()
-            log.info("gdb connected from %s", peer)
-            commands = GdbCommands(self.target, packet_size=self.packet_size)
+            peer: object = "?"
             try:
+                peer = conn.getpeername()
+                log.info("gdb connected from %s", peer)
+                commands = GdbCommands(self.target, packet_size=self.packet_size)
                 _Connection(conn, commands, self._wake_r, self._stopping).run()
             except OSError as exc:
                 log.info("gdb connection from %s lost: %s", peer, exc)
@@ -161,8 +162,12 @@ class GdbServer:
             if not ready:
                 return None
             if self._listener in ready:
-                conn, _ = self._listener.accept()
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                try:
+                    conn, _ = self._listener.accept()
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError as exc:  # e.g. the client gave up before we accepted
+                    log.info("accept failed: %s", exc)
+                    continue
                 return conn
         return None
 

@@ -57,6 +57,8 @@ def filter_cpuid(rows: Iterable[CpuidRow], *, hide_xsave: bool = False) -> list[
                 regs[_REG_INDEX[reg]] &= ~(1 << bit)
         if fn == 1:
             regs[4] &= 0x00FFFFFF  # initial APIC ID 0: one CPU
+        if fn in (0xB, 0x1F):
+            regs[6] = 0  # x2APIC ID: the host CPU this thread happened to run on
         out.append(tuple(regs))  # type: ignore[arg-type]
     return out
 

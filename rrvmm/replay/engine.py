@@ -80,7 +80,7 @@ class ReplayEngine:
     ) -> None:
         header = reader.header
         self.reader = reader
-        images = _images_for_replay(header, kernel, initrd)
+        images = _images_for_replay(header, kernel, initrd, reader)
         mc = header["machine"]
         self.config = MachineConfig(
             memory=mc["memory"], cmdline=mc["cmdline"], kernel_name=images.kernel_path.name
@@ -470,6 +470,7 @@ class ReplayEngine:
 
     # ------------------------------------------------------------------ Target
     def resume(self, *, reverse: bool = False, step: bool = False) -> Stop:
+        self._interrupt.clear()  # an interrupt only stops a resume already running
         self._apply_watch_protection()
         try:
             if reverse:

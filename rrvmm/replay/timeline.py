@@ -333,6 +333,7 @@ def write_png(tl: Timeline, path: str | os.PathLike[str], title: str = "") -> No
 
         ax_irq.step(xs, tl.injections, where="post", color="#d62728", linewidth=2.2, alpha=0.6)
         ax_irq.step(xs, tl.forced, where="post", color="#17becf", linewidth=1)
+        ax_irq.set_ylim(0, max(1, *tl.injections, *tl.forced) * 1.1)
         ax_irq.set_ylabel(f"per {tl.width}")
         ax_irq.legend(
             [

@@ -488,7 +488,7 @@ def test_resume_failure_is_an_error_reply() -> None:
     target.script.append(boom)
     assert stub.handle(b"c") == [b"E03"]
     target.script.append(lambda t: 1 // 0)  # type: ignore[arg-type,return-value]
-    assert stub.handle(b"c") == [b"E03"]
+    assert stub.handle(b"c") == [b"E04"]
     assert stub.handle(b"?") == [b"T05thread:1;" + PC]
 
 

@@ -25,7 +25,10 @@ class MiGdb:
     """gdb over MI: ``cmd`` for commands that end in ^done, ``run`` for ones that stop."""
 
     def __init__(self) -> None:
-        self.mi = GdbController(["gdb", "--nx", "--quiet", "--interpreter=mi3"])
+        self.mi = GdbController(
+            ["gdb", "--nx", "--quiet", "--interpreter=mi3"],
+            time_to_check_for_additional_output_sec=0.05,
+        )
         self.cmd("set pagination off")
         self.cmd("set confirm off")
 

@@ -55,6 +55,8 @@ class Hooks:
         add(uc.UC_HOOK_INTR, E.INTR_CB(self._on_intr))
         add(uc.UC_HOOK_INSN_INVALID, E.INVALID_CB(self._on_invalid))
         add(uc.UC_HOOK_MEM_READ_PROT, E.MEM_EVENT_CB(self._on_read_prot))
+        add(uc.UC_HOOK_MEM_WRITE_PROT, E.MEM_EVENT_CB(self._on_write_prot))
+        self.is_ram: Callable[[int], bool] = lambda gpa: False
         self._code_cb = E.CODE_CB(self._on_breakpoint)
         self._bp_hooks: list[int] = []
 
@@ -129,12 +131,29 @@ class Hooks:
             i = self.mmio_cursor
             answers = self.mmio_answers
             if i < len(answers) and answers[i][0] == gpa and answers[i][1] == size:
-                return True  # let the load through: mmio_read serves the answer
+                if self.is_ram(gpa):  # a protected RAM page: the load reads RAM itself
+                    self.mmio_cursor = i + 1
+                return True  # let the load through (an MMIO window's read serves the answer)
             if self.stop is None:
                 self.stop = (STOP_MMIO_READ, self.e.counter.value, gpa, size)
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc)
         return False  # abandon the instruction before it changes anything
+
+    def _on_write_prot(self, _uc: int, _a: int, gpa: int, size: int, value: int, _ud: int) -> bool:
+        """A store to a write-protected RAM page (a watchpoint): report it, then let it
+        through when the instruction runs again."""
+        try:
+            item = (gpa, size, value & ((1 << (8 * size)) - 1))
+            j = self.swallow_cursor
+            if j < len(self.swallow) and self.swallow[j] == item:
+                self.swallow_cursor = j + 1
+                return True
+            if self.stop is None:
+                self.stop = (STOP_MMIO_WRITE, self.e.counter.value, *item)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc)
+        return False
 
     def mmio_read(self, base: int) -> Callable[[int, int, int, int], int]:
         def read(_uc: int, offset: int, size: int, _ud: int) -> int:
@@ -173,6 +192,31 @@ class Hooks:
         self.rows = [tuple(r) for r in rows]
         self._cpuid_cache: dict[tuple[int, int], tuple[int, int, int, int]] = {}
 
+    def _native(self, leaf: int, sub: int) -> tuple[int, int, int, int]:
+        out = self._cpuid_out
+        self._native_cpuid(self.e.env, leaf, sub, *(C.byref(o) for o in out))
+        return out[0].value, out[1].value, out[2].value, out[3].value
+
+    def native_rows(self) -> list[tuple[int, ...]]:
+        """unicorn's CPU model as KVM-style rows (function, index, flags, eax..edx)."""
+        rows: list[tuple[int, ...]] = []
+        for base in (0, 0x8000_0000):
+            top = self._native(base, 0)[0]
+            for leaf in range(base, min(top, base + 0x40) + 1):
+                if leaf in (4, 7, 0xB, 0xD):
+                    for sub in range(64):
+                        regs = self._native(leaf, sub)
+                        if leaf == 4 and not regs[0] & 0x1F or leaf == 0xB and not regs[2] & 0xFF00:
+                            break
+                        if leaf == 7 and sub > self._native(7, 0)[0]:
+                            break
+                        if leaf == 0xD and sub > 1 and not any(regs):
+                            continue
+                        rows.append((leaf, sub, 1, *regs))
+                else:
+                    rows.append((leaf, 0, 0, *self._native(leaf, 0)))
+        return rows
+
     def cpuid(self, leaf: int, sub: int) -> tuple[int, int, int, int]:
         key = (leaf, sub)
         hit = self._cpuid_cache.get(key)
@@ -180,9 +224,7 @@ class Hooks:
             if self.rows:
                 hit = lookup(self.rows, leaf, sub)
             else:  # no table: unicorn's own model, minus what would break determinism
-                out = self._cpuid_out
-                self._native_cpuid(self.e.env, leaf, sub, *(C.byref(o) for o in out))
-                regs = [o.value for o in out]
+                regs = list(self._native(leaf, sub))
                 for f, s, reg, bit, _ in CPUID_FEATURES_HIDDEN:
                     if f == leaf and s == sub:
                         regs[_REG[reg]] &= ~(1 << bit)
