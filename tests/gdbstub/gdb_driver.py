@@ -55,9 +55,8 @@ class Gdb:
         self.cmd(f"file {elf}")
 
     def _collect(self, responses: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-        text = "".join(
-            r["payload"] for r in responses if r["type"] in ("console", "log", "target", "output") and r["payload"]
-        )
+        streams = ("console", "log", "target", "output")
+        text = "".join(r["payload"] for r in responses if r["type"] in streams and r["payload"])
         return text, responses
 
     def cmd(self, command: str, timeout: float = 30) -> str:
