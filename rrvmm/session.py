@@ -77,11 +77,18 @@ def make_backend(name: str, memory: int, kvm_device: str = "/dev/kvm") -> CpuBac
 
 
 def _guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:
+    """The CPUID table for a new recording: KVM's own, filtered, wherever KVM exists.
+
+    XSAVE and what depends on it are hidden: KVM's instruction emulator (kvm_pvm hosts)
+    cannot execute XRSTOR, and the software backend keeps the same table.
+    """
     from .kvm.kvm_backend import KvmBackend
 
     if isinstance(cpu, KvmBackend):
-        return filter_cpuid(cpu.kvm.supported_cpuid())
-    raise RrvmmError(f"no CPUID source for backend {cpu.name}", ExitStatus.USAGE)
+        return filter_cpuid(cpu.kvm.supported_cpuid(), hide_xsave=True)
+    from .kvm.cpuid_table import DEFAULT_CPUID
+
+    return [tuple(r) for r in DEFAULT_CPUID]
 
 
 def _boot(machine: Machine, images: GuestImages) -> None:
