@@ -182,7 +182,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return _replay_gdb(args)
     with open_trace(args.trace) as reader:
         total = reader.footer.get("exits") if reader.footer else None
-        progress = _progress_printer(total) if sys.stderr.isatty() else None
+        interactive = sys.stdout.isatty() and sys.stderr.isatty()
+        progress = _progress_printer(total) if interactive else None
         outcome = replay_trace(
             reader,
             kernel=args.kernel,
