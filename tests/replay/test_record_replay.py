@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,3 +192,16 @@ def test_trace_info_dump_stats(tmp_path: Path, guest) -> None:  # noqa: ANN001
     assert len(dump) == sum(stats["events"].values())
     assert json.loads(dump[0])["event"] == "EXIT"
     assert "EXIT" in rrvmm("trace", "dump", str(trace)).out
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a pty")
+def test_progress_on_a_terminal_only(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    trace, _ = _record(tmp_path, str(guest("pio")), "n=60000", None, "long")
+    plain = rrvmm("replay", str(trace), stdin=None)
+    assert "replaying exit" not in plain.err  # quiet in pipes
+    tty = subprocess.run(
+        ["script", "-qc", f"{sys.executable} -m rrvmm replay {trace}", "/dev/null"],
+        capture_output=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert b"replaying exit" in tty.stdout
+    assert b"replay matched all" in tty.stdout
