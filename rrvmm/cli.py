@@ -55,7 +55,10 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--append", default="", help="kernel command line")
     p.add_argument("--memory", "-m", default=DEFAULT_MEMORY, help="guest RAM (default 128M)")
     p.add_argument(
-        "--backend", choices=("kvm", "auto"), default="auto", help="CPU backend (default auto)"
+        "--backend",
+        choices=("kvm", "soft", "auto"),
+        default="auto",
+        help="CPU backend: kvm, soft (unicorn), or auto = KVM where usable (default)",
     )
 
 
@@ -77,6 +80,12 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("trace")
     rep.add_argument("--kernel", help="the kernel image, if not at the recorded path")
     rep.add_argument("--initrd", help="the initrd image, if not at the recorded path")
+    rep.add_argument(
+        "--backend",
+        choices=("kvm", "soft", "auto"),
+        default=None,
+        help="CPU backend to replay on (default: the one the trace was recorded on)",
+    )
     rep.add_argument(
         "--gdb",
         metavar="[HOST:]PORT",
@@ -191,6 +200,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             output=sys.stdout.buffer,
             progress=progress,
             kvm_device=kvm_device_path(),
+            backend=args.backend,
         )
         if progress is not None:
             print("\r\033[K", end="", file=sys.stderr)
@@ -239,6 +249,7 @@ def _replay_gdb(args: argparse.Namespace) -> int:
             initrd=args.initrd,
             checkpoint_every=args.checkpoint_every,
             kvm_device=kvm_device_path(),
+            backend=args.backend,
         )
         try:
             try:

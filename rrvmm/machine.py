@@ -26,7 +26,7 @@ from .devices.rtc import CmosRtc
 from .devices.uart import Uart16550
 from .errors import ExitStatus, RrvmmError
 from .hostio import SerialHost
-from .kvm.backend import CpuBackend, ExitKind, VcpuExit
+from .kvm.backend import GPR_NAMES, CpuBackend, ExitKind, VcpuExit
 from .seam import Seam
 
 __all__ = ["Machine", "MachineConfig", "MachineStop", "RunResult"]
@@ -142,7 +142,10 @@ class Machine:
             self.cpu.set_sregs(long_mode_sregs(img.page_table))
         else:
             self.cpu.set_sregs(protected_mode_sregs())
-        self.cpu.set_regs({"rflags": 0x2, **img.regs})
+        # every register defined: a fresh KVM vCPU holds the reset signature in RDX, the
+        # software CPU zero, and a trace must start from the same state on both
+        self.cpu.set_regs({**dict.fromkeys(GPR_NAMES, 0), "rflags": 0x2, **img.regs})
+        self.seam.booted()
         return img
 
     # --- the exit loop ---

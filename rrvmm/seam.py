@@ -44,6 +44,9 @@ class Seam:
         """The bytes the guest gets for an IN/MMIO read the devices answered with ``value``."""
         return value
 
+    def booted(self) -> None:
+        """The loader has written the guest images; the guest has not run yet."""
+
     def entering_guest(self, deadline_ns: int | None) -> None:
         """Called before each entry with the next device deadline (guest ns)."""
 

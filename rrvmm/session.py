@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,13 +68,27 @@ def _image_entry(path: Path, data: bytes) -> dict[str, Any]:
 
 
 def make_backend(name: str, memory: int, kvm_device: str = "/dev/kvm") -> CpuBackend:
-    """The CPU backend ``name`` ('kvm' or 'auto'); RrvmmError if it cannot be had."""
+    """The CPU backend ``name``: 'kvm', 'soft', or 'auto' (KVM where usable, else soft).
+
+    RrvmmError (one line, a distinct status) when the named one cannot be had.
+    """
     from .kvm.kvm_backend import KvmBackend
 
+    if name in ("kvm", "auto"):
+        try:
+            return KvmBackend(memory, kvm_device)
+        except BackendUnavailable as e:
+            if name == "kvm":
+                raise RrvmmError(f"KVM is not usable: {e}", ExitStatus.NO_KVM) from None
+            print(f"rrvmm: KVM is not usable ({e}); using the software backend", file=sys.stderr)
+    elif name != "soft":
+        raise RrvmmError(f"unknown backend {name!r} (kvm, soft or auto)", ExitStatus.USAGE)
+    from .kvm.soft_backend import SoftBackend
+
     try:
-        return KvmBackend(memory, kvm_device)
+        return SoftBackend(memory)
     except BackendUnavailable as e:
-        raise RrvmmError(f"KVM is not usable: {e}", ExitStatus.NO_KVM) from None
+        raise RrvmmError(f"the software backend is not usable: {e}", ExitStatus.NO_KVM) from None
 
 
 def _guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:
@@ -245,19 +260,28 @@ def replay_trace(
     check: ExitCheck | None = None,
     progress: Callable[[int], None] | None = None,
     kvm_device: str = "/dev/kvm",
+    backend: str | None = None,
 ) -> ReplayOutcome:
-    """Re-execute a recording and check it exit by exit."""
+    """Re-execute a recording and check it exit by exit (on ``backend``, default: the
+    recording's own)."""
     header = reader.header
     images = _images_for_replay(header, kernel, initrd, reader)
     mc = header["machine"]
     config = MachineConfig(
         memory=mc["memory"], cmdline=mc["cmdline"], kernel_name=images.kernel_path.name
     )
-    cpu = make_backend(header.get("backend", "kvm"), config.memory, kvm_device)
+    recorded_on = header.get("backend", "kvm")
+    cpu = make_backend(backend or recorded_on, config.memory, kvm_device)
     try:
         cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
         serial = SerialHost(output=output or io.BytesIO(), input_fd=None)
-        replayer = Replayer(lambda k: _checked(reader.events(k)), cpu, check)
+        replayer = Replayer(
+            lambda k: _checked(reader.events(k)),
+            cpu,
+            check,
+            exact_counts=recorded_on == "soft" and cpu.name == "soft",
+            exact_flags=recorded_on == cpu.name,
+        )
         if progress is not None:
             replayer.progress = progress
         machine = Machine(config, cpu, replayer, serial)

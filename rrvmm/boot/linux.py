@@ -139,7 +139,7 @@ class BzImageHeader:
         self.version_str = f"{major}.{minor:02d}"
         if self.version < MIN_VERSION:
             raise KernelFormatError(
-                f"Linux boot protocol {self.version_str} is too old: the 64-bit entry needs"
+                f"bzImage boot protocol {self.version_str} is too old: the 64-bit entry needs"
                 " 2.12 or later (Linux 3.8+)"
             )
         if _u16(data, OFF_BOOT_FLAG) != BOOT_FLAG:

@@ -4,22 +4,27 @@ The guest runs in unicorn's count mode, in chunks that end at multiples of ``CHU
 guest instructions (absolute positions, so every run of the same guest stops at the same
 places). Between chunks the backend answers kicks, the instruction limit and the interrupt
 window. Whatever a KVM vCPU would exit for stops the chunk early: IN/OUT, MMIO, HLT, a
-breakpoint, a triple fault. Exceptions, software interrupts and SYSCALL also stop it, are
-handled in Python (``soft.events``: unicorn never delivers them) and the chunk goes on.
+breakpoint, a triple fault. Exceptions, software interrupts, SYSCALL and SYSENTER also stop
+it; they are handled in Python (``soft.events``: unicorn never delivers them) and the run
+goes on without an exit, as on KVM.
 
-Instruction positions are exact: ``instructions`` counts every instruction the guest
-completed, with each iteration of a ``rep`` string instruction counted as one (as QEMU's
-icount does). A faulting instruction does not count; INT n, INT3 and the instruction a
-single-step trap follows do. RDTSC returns ``instructions * TSC_PER_INSTRUCTION`` plus an
-offset: a virtual clock that advances inside a chunk and repeats exactly on replay.
+Instruction positions are exact and repeatable: ``instructions`` counts every instruction
+the guest completed. A ``rep`` string instruction counts once per iteration plus once for
+its final RCX=0 check (QEMU's model: after the last iteration RIP is still at the ``rep``).
+A faulting instruction does not count; INT n, INT3 and SYSCALL do. RDTSC/RDTSCP return
+``instructions * TSC_PER_INSTRUCTION + tsc_offset`` (MSR 0x10 writes set the offset): a
+virtual clock that advances inside a chunk and repeats exactly on replay.
 
 Exit RIPs match KVM: after the instruction for OUT, MMIO writes and HLT; at the
 instruction for IN and MMIO reads, which complete (with the value given to
-``complete_read``) on the next ``run()``. ``rep outs``/``rep ins`` exit once per
-iteration (``count`` is always 1). An IRQ window opens at the first chunk boundary with
-IF=1 and no interrupt shadow; chunks are ``WINDOW_CHUNK`` instructions while a window is
-requested. ``kick()`` takes effect at the next chunk boundary (at most ``CHUNK``
-instructions, ~0.5 ms). See ``soft/`` for the parts.
+``complete_read``) on the next ``run()`` or ``settle()``. ``rep outs``/``rep ins`` exit
+once per iteration (``count`` is always 1). An IRQ window opens at the first chunk or event
+(exception, SYSCALL) boundary with IF=1 and no interrupt shadow; chunks are
+``WINDOW_CHUNK`` instructions while a window is requested. ``kick()`` takes effect at the
+next boundary (at most ``CHUNK`` instructions, 0.2-0.5 ms) and, unlike KVM's signal, is
+not lost when it arrives between two ``run()`` calls. An injected interrupt is delivered
+on entry even while debugging (KVM's BLOCKIRQ only holds back its in-kernel irqchip), and
+a single step after it runs the handler's first instruction. See ``soft/`` for the parts.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ class SoftBackend(RunLoop):
         self.phys = PhysMemory(self.memory, memory_size)
         self.walker = Walker(self.phys, e)
         self.events = Delivery(e, self.walker)
-        self.cpu = CpuState(e)
+        self.regfile = CpuState(e)
         self.dirty = DirtyLog(self.memory, memory_size)
         self.slots = SoftSlots(e, self.phys, self.dirty)
         self.instructions = 0
@@ -152,26 +157,27 @@ class SoftBackend(RunLoop):
         self.hooks.set_cpuid(list(entries))
 
     def get_regs(self) -> dict[str, int]:
-        return self.cpu.get_regs()
+        return self.regfile.get_regs()
 
     def set_regs(self, regs: dict[str, int]) -> None:
-        self.cpu.set_regs(regs)
+        self.regfile.set_regs(regs)
 
     def get_sregs(self) -> dict[str, object]:
-        return self.cpu.get_sregs(self._pending_vector)
+        return self.regfile.get_sregs(self._pending_vector)
 
     def set_sregs(self, sregs: dict[str, object]) -> None:
-        vector = self.cpu.set_sregs(sregs)
+        vector = self.regfile.set_sregs(sregs)
         if vector is not None:
             self._pending_vector = vector
 
     def get_msrs(self, indices: list[int]) -> dict[int, int]:
-        return self.cpu.get_msrs(indices, self.instructions * TSC_PER_INSTRUCTION + self.tsc_offset)
+        tsc = self.instructions * TSC_PER_INSTRUCTION + self.tsc_offset
+        return self.regfile.get_msrs(indices, tsc)
 
     def set_msrs(self, values: dict[int, int]) -> None:
         if L.MSR_TSC in values:
             self.tsc_offset = values[L.MSR_TSC] - self.instructions * TSC_PER_INSTRUCTION
-        self.cpu.set_msrs(values)
+        self.regfile.set_msrs(values)
 
     def set_instruction_limit(self, n: int | None) -> None:
         """Make ``run()`` return INTR when ``instructions`` reaches ``n`` (absolute; once)."""
@@ -183,7 +189,6 @@ class SoftBackend(RunLoop):
         return (
             not self._forged
             and self._pending_vector is None
-            and not (self._breakpoints or self._single_step)
             and bool(e.eflags.value & L.IF_MASK)
             and not e.hflags.value & _HF_IRQ_BLOCK
         )
@@ -209,9 +214,11 @@ class SoftBackend(RunLoop):
             raise BackendError(f"at most {self.max_breakpoints} hardware breakpoints")
         bps = frozenset(breakpoints)
         if bps != self._breakpoints:
-            self.hooks.set_breakpoints(sorted(bps))
+            self.hooks.set_breakpoints(bps)
             self._breakpoints = bps
         self._single_step = single_step
+        if not single_step:
+            self._step_debug = False
 
     def forge_exit(self, kind: ExitKind, rip: int) -> VcpuExit:
         """Report an exit that happened without guest progress (replay of a lost entry)."""
@@ -239,7 +246,7 @@ class SoftBackend(RunLoop):
             "env": ctypes.string_at(e.env, L.ENV_SIZE),
             "instructions": self.instructions,
             "tsc_offset": self.tsc_offset,
-            "apic_base": self.cpu.apic_base,
+            "apic_base": self.regfile.apic_base,
             "pending_vector": self._pending_vector,
             "queued": list(self._queued),
             "shutdown": self._shutdown,
@@ -254,7 +261,7 @@ class SoftBackend(RunLoop):
         ctypes.memmove(e.env, env, L.ENV_SIZE)
         self.instructions = int(state["instructions"])  # type: ignore[arg-type]
         self.tsc_offset = int(state["tsc_offset"])  # type: ignore[arg-type]
-        self.cpu.apic_base = int(state["apic_base"])  # type: ignore[arg-type]
+        self.regfile.apic_base = int(state["apic_base"])  # type: ignore[arg-type]
         self._pending_vector = state["pending_vector"]  # type: ignore[assignment]
         self._queued = list(state["queued"])  # type: ignore[call-overload]
         self._shutdown = bool(state["shutdown"])

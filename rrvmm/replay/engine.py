@@ -23,14 +23,14 @@ from ..machine import Machine, MachineConfig, MachineStop, RunResult
 from ..mmu import PageFault, read_virtual, translate
 from ..session import _checked, _images_for_replay, make_backend
 from .container import TraceReader
-from .fingerprint import memory_fingerprint, regs_fingerprint
+from .fingerprint import Landing, memory_fingerprint, regs_fingerprint
 from .replayer import Replayer, TraceEnded
 
 __all__ = ["ReplayEngine", "Checkpoint"]
 
 MAX_HW_BREAKPOINTS = 4
 _ZERO_PAGE = bytes(PAGE)
-_RFLAGS_TF = 1 << 8
+_RFLAGS_DEBUG = (1 << 8) | (1 << 16)  # TF, RF: set by debugging, not by the guest
 
 
 @dataclass
@@ -77,6 +77,7 @@ class ReplayEngine:
         initrd: str | None = None,
         checkpoint_every: int = 1000,
         kvm_device: str = "/dev/kvm",
+        backend: str | None = None,
     ) -> None:
         header = reader.header
         self.reader = reader
@@ -88,11 +89,16 @@ class ReplayEngine:
         self.total_exits = (reader.footer or {}).get("exits") or (
             reader.chunks[-1].last_exit if reader.chunks else 0
         )
-        self.cpu: Any = make_backend(header.get("backend", "kvm"), self.config.memory, kvm_device)
+        self.cpu: Any = make_backend(
+            backend or header.get("backend", "kvm"), self.config.memory, kvm_device
+        )
         self.cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
+        self.exact_flags = self.cpu.name == header.get("backend", "kvm")
         self.output = io.BytesIO()
         self.serial = SerialHost(output=self.output, input_fd=None)
-        self.replayer = Replayer(lambda k: _checked(reader.events(k)), self.cpu)
+        self.replayer = Replayer(
+            lambda k: _checked(reader.events(k)), self.cpu, exact_flags=self.exact_flags
+        )
         self.machine = Machine(self.config, self.cpu, self.replayer, self.serial)
         self.machine.boot(images.kernel, images.initrd)
         self.slots = self.cpu.slots
@@ -228,26 +234,23 @@ class ReplayEngine:
     def at_end(self) -> bool:
         return self.ended is not None or self.replayer.next_exit() is None
 
-    def _landing_match(self, landing: tuple) -> bool:
-        _kind, rip, want_regs, want_mem, _progressed = landing
-        regs = self.cpu.get_regs()
-        if regs["rip"] != rip or regs_fingerprint(regs) != want_regs:
+    def _landing_match(self, landing: Landing) -> bool:
+        if not landing.regs_match(self.cpu.get_regs(), self.exact_flags):
             return False
         self._landing_dirty |= self.cpu.dirty_bitmap("landing")
-        return memory_fingerprint(self._landing_dirty, self.cpu.ram_page) == want_mem
+        return landing.memory_matches(self._landing_dirty, self.cpu.ram_page, self.exact_flags)
 
-    def _take_landing(self, landing: tuple) -> None:
-        kind = landing[0]
-        ex = self.cpu.forge_exit(kind, landing[1])
+    def _take_landing(self, landing: Landing) -> None:
+        ex = self.cpu.forge_exit(landing.kind, landing.rip)
         self._landing_dirty = 0
         self._handle_exit(ex)
 
     def _land_without_progress(self) -> bool:
         landing = self.replayer.next_landing()
-        if landing is not None and not landing[4]:
+        if landing is not None and not landing.progressed:
             self.cpu.dirty_bitmap("landing")
             self._landing_dirty = 0
-            self._handle_exit(self.cpu.forge_exit(landing[0], landing[1]))
+            self._handle_exit(self.cpu.forge_exit(landing.kind, landing.rip))
             return True
         return False
 
@@ -351,7 +354,7 @@ class ReplayEngine:
             self._prepare()
             landing = self.replayer.next_landing()
             bps = sorted(self.breakpoints) if stop_at_breakpoints else []
-            arm = ([landing[1]] if landing else []) + bps
+            arm = ([landing.rip] if landing else []) + bps
             if len(set(arm)) > MAX_HW_BREAKPOINTS:
                 self._step_checking(bps, skip_breakpoint_at)
                 skip_breakpoint_at = None
@@ -368,7 +371,7 @@ class ReplayEngine:
                     if hit is not None and stop_on_watch:
                         raise _Hit(hit)
                     continue
-            if landing is not None and rip == landing[1] and self._landing_match(landing):
+            if landing is not None and rip == landing.rip and self._landing_match(landing):
                 self._take_landing(landing)
                 continue
             self.cpu.set_debug(sorted(set(arm)))
@@ -378,7 +381,7 @@ class ReplayEngine:
                 self.cpu.set_debug([])
             self.n = None
             if ex.kind is ExitKind.DEBUG:
-                if landing is not None and ex.rip == landing[1] and self._landing_match(landing):
+                if landing is not None and ex.rip == landing.rip and self._landing_match(landing):
                     self._take_landing(landing)
                     continue
                 if ex.rip in self.breakpoints and stop_at_breakpoints:
@@ -430,7 +433,7 @@ class ReplayEngine:
         if self.n is not None:
             return self.n
         regs = self.cpu.get_regs()
-        want_regs = regs_fingerprint(regs)
+        want_regs = (regs_fingerprint(regs), regs["rflags"] & ~_RFLAGS_DEBUG)
         pages = self.slots.accumulators().get("restore", 0)
         want_mem = memory_fingerprint(pages, self.cpu.ram_page)
         k = self.machine.exit_index
@@ -438,7 +441,7 @@ class ReplayEngine:
         n = 0
         while True:
             cur = self.cpu.get_regs()
-            if regs_fingerprint(cur) == want_regs and (
+            if (regs_fingerprint(cur), cur["rflags"] & ~_RFLAGS_DEBUG) == want_regs and (
                 memory_fingerprint(pages, self.cpu.ram_page) == want_mem
             ):
                 self.n = n

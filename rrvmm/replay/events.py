@@ -17,7 +17,7 @@ __all__ = ["EventKind", "EVENT_FIELDS", "describe"]
 
 class EventKind(IntEnum):
     EXIT = 1  # [1, exit_kind, addr, size, value, rip]: every VM exit, for verification
-    LANDING = 2  # [2, regs_hash, memory_hash, progressed]: where a forced exit landed
+    LANDING = 2  # [2, regs_hash, rflags, mem_hash, portable_mem_hash, progressed, insns]
     TIMER = 3  # [3, late_ns]: the device deadline passed; clock = deadline + late_ns
     CLOCK = 4  # [4, clock_ns]: a device read the guest clock (PIT counter/status read)
     WALL = 5  # [5, unix_seconds_float]: the RTC read the wall clock
@@ -28,7 +28,10 @@ class EventKind(IntEnum):
 
 EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
     EventKind.EXIT: ("exit_kind", "addr", "size", "value", "rip"),
-    EventKind.LANDING: ("regs_hash", "memory_hash", "progressed"),
+    EventKind.LANDING: (
+        "regs_hash", "rflags", "memory_hash", "portable_memory_hash", "progressed",
+        "instructions",
+    ),  # fmt: skip
     EventKind.TIMER: ("late_ns",),
     EventKind.CLOCK: ("clock_ns",),
     EventKind.WALL: ("unix_seconds",),

@@ -10,17 +10,26 @@ last fingerprint and what those pages now hold. Equal fingerprints mean equal fu
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import xxhash
 
-from ..kvm.backend import GPR_NAMES
+from ..kvm.backend import GPR_NAMES, ExitKind
+from .events import EventKind
 
-__all__ = ["regs_fingerprint", "memory_fingerprint", "pages_of"]
+__all__ = [
+    "regs_fingerprint", "memory_fingerprint", "pages_of", "Landing", "STATUS_FLAGS",
+    "landing_payload",
+]  # fmt: skip
 
 PAGE_SIZE = 4096
 _RFLAGS_IGNORED = (1 << 16) | (1 << 8)  # RF and TF: debugging artefacts, not guest state
-_GPRS = struct.Struct("<18Q")
+# CF PF AF ZF SF OF: instructions leave some of them "undefined", and CPU models (KVM's
+# emulator, unicorn) fill those differently; compared only when replaying on the backend
+# that recorded.
+STATUS_FLAGS = 0x8D5
+_GPRS = struct.Struct("<17Q")
 
 
 def pages_of(bitmap: int) -> list[int]:
@@ -34,19 +43,84 @@ def pages_of(bitmap: int) -> list[int]:
 
 
 def regs_fingerprint(regs: dict[str, int]) -> int:
-    """xxh3-64 of the general registers, RIP and RFLAGS (without RF/TF).
+    """xxh3-64 of the general registers and RIP (RFLAGS is kept beside it, in clear).
 
     Checked first at every breakpoint hit: it is cheap, and most hits differ here.
     """
-    values = [regs[n] for n in GPR_NAMES]
-    values[-1] &= ~_RFLAGS_IGNORED
-    return xxhash.xxh3_64_intdigest(_GPRS.pack(*values))
+    return xxhash.xxh3_64_intdigest(_GPRS.pack(*(regs[n] for n in GPR_NAMES[:17])))
 
 
-def memory_fingerprint(dirty: int, read_page: Callable[[int], bytes]) -> int:
+class Landing(NamedTuple):
+    """Where a forced exit happened (from an EXIT event and its LANDING event)."""
+
+    kind: ExitKind
+    rip: int
+    regs_hash: int
+    rflags: int
+    memory_hash: int
+    portable_memory_hash: int
+    progressed: bool
+    instructions: int | None  # exact count, from backends that count instructions
+
+    @classmethod
+    def from_events(cls, exit_ev: Sequence[Any], landing_ev: Sequence[Any]) -> Landing:
+        _, regs_hash, rflags, mem, portable, progressed, count = landing_ev
+        return cls(
+            ExitKind(exit_ev[1]), exit_ev[5], regs_hash, rflags, mem, portable,
+            bool(progressed), count,
+        )  # fmt: skip
+
+    def memory_matches(
+        self, dirty: int, read_page: Callable[[int], bytes], exact: bool = True
+    ) -> bool:
+        if exact:
+            return memory_fingerprint(dirty, read_page) == self.memory_hash
+        return memory_fingerprint(dirty, read_page, portable=True) == self.portable_memory_hash
+
+    def regs_match(self, regs: dict[str, int], exact_flags: bool = True) -> bool:
+        if regs["rip"] != self.rip:
+            return False
+        ignored = _RFLAGS_IGNORED if exact_flags else _RFLAGS_IGNORED | STATUS_FLAGS
+        if (regs["rflags"] ^ self.rflags) & ~ignored:
+            return False
+        return regs_fingerprint(regs) == self.regs_hash
+
+
+def landing_payload(
+    regs: dict[str, int],
+    dirty: int,
+    read_page: Callable[[int], bytes],
+    progressed: bool,
+    instructions: int | None,
+) -> list[Any]:
+    """The LANDING event for a forced exit with these registers and written pages."""
+    return [
+        EventKind.LANDING, regs_fingerprint(regs), regs["rflags"] & ~_RFLAGS_IGNORED,
+        memory_fingerprint(dirty, read_page), memory_fingerprint(dirty, read_page, True),
+        progressed, instructions,
+    ]  # fmt: skip
+
+
+# A second, "portable" memory hash leaves out, in every 64-bit word, the bits where CPU
+# models legitimately disagree: the status flags (0, 2, 4, 6, 7, 11) that instructions leave
+# undefined and that reach memory through PUSHF and interrupt frames, RF (16), which KVM sets
+# in the RFLAGS an interrupt frame saves and the software CPU does not, and the Accessed and
+# Dirty bits (5, 6) of page-table entries, which KVM's emulator and the software CPU set
+# differently. Replay on the recording's own backend compares the exact hash.
+_PORTABLE_MASK = int.from_bytes(
+    (0xFFFF_FFFF_FFFF_FFFF & ~0x108F5).to_bytes(8, "little") * (PAGE_SIZE // 8), "little"
+)
+
+
+def memory_fingerprint(
+    dirty: int, read_page: Callable[[int], bytes], portable: bool = False
+) -> int:
     """xxh3-64 of the set of pages written since the last landing and their contents."""
     h = xxhash.xxh3_64()
     for page in pages_of(dirty):
         h.update(page.to_bytes(8, "little"))
-        h.update(read_page(page))
+        data = read_page(page)
+        if portable:
+            data = (int.from_bytes(data, "little") & _PORTABLE_MASK).to_bytes(PAGE_SIZE, "little")
+        h.update(data)
     return h.intdigest()

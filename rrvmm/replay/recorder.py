@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..kvm.backend import ExitKind, VcpuExit
 from ..seam import LiveSeam, Seam
 from .events import EventKind
-from .fingerprint import memory_fingerprint, regs_fingerprint
+from .fingerprint import landing_payload
 
 if TYPE_CHECKING:
     from ..kvm.backend import CpuBackend
@@ -51,6 +51,11 @@ class Recorder(Seam):
 
     def _log(self, event: list) -> None:
         self.writer.append(self.index, event)
+
+    def booted(self) -> None:
+        # landings hash the pages the *guest* wrote: forget the loader's writes, which
+        # some backends log (the software one) and others do not (KVM)
+        self.cpu.dirty_bitmap()  # type: ignore[attr-defined]
 
     # --- inputs ---
     def clock_ns(self) -> int:
@@ -89,15 +94,19 @@ class Recorder(Seam):
         self._log(exit_event(exit, exit.data))
         if kind in FORCED_EXITS:
             self.forced_exits += 1
-            self._log([EventKind.LANDING, *self.landing()])
+            self._log(self.landing())
         self._injected_before_entry = False
 
-    def landing(self) -> tuple[int, int, bool]:
-        """(registers fingerprint, memory fingerprint, progressed) at a forced exit."""
+    def landing(self) -> list:
+        """The LANDING event of a forced exit: register and memory fingerprints.
+
+        A backend that counts instructions exactly adds the count: replay on it then stops
+        at that count instead of searching with breakpoints.
+        """
         cpu: Any = self.cpu
         progressed = not (self._injected_before_entry and cpu.injection_pending())
-        mem = memory_fingerprint(cpu.dirty_bitmap(), cpu.ram_page)
-        return regs_fingerprint(cpu.get_regs()), mem, progressed
+        count = getattr(cpu, "instructions", None)
+        return landing_payload(cpu.get_regs(), cpu.dirty_bitmap(), cpu.ram_page, progressed, count)
 
     def on_inject(self, index: int, vector: int) -> None:
         self._injected_before_entry = True

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..kvm.backend import GPR_NAMES, ExitKind, VcpuExit
 from ..seam import Seam
 from .events import EventKind
-from .fingerprint import memory_fingerprint, regs_fingerprint
+from .fingerprint import Landing
 from .recorder import FORCED_EXITS, exit_event
 
 if TYPE_CHECKING:
@@ -98,8 +98,17 @@ class Replayer(Seam):
         events: Callable[[int], Iterator[tuple[int, Any]]],
         cpu: CpuBackend,
         check: ExitCheck | None = None,
+        exact_counts: bool = False,
+        exact_flags: bool = True,
     ) -> None:
-        """``events(k)`` iterates the trace's events from the first one at exit ``k``."""
+        """``events(k)`` iterates the trace's events from the first one at exit ``k``.
+
+        ``exact_counts``: the trace was recorded on a backend that counts instructions
+        exactly and ``cpu`` is one too, so forced exits are found by their count.
+        """
+        self.exact_counts = exact_counts and hasattr(cpu, "set_instruction_limit")
+        # flags left undefined by some instructions differ between CPU models
+        self.exact_flags = exact_flags
         self._source = events
         self._events = events(0)
         self._ahead: deque[tuple[int, Any]] = deque()  # looked at, not yet consumed
@@ -114,6 +123,11 @@ class Replayer(Seam):
         self._pending_read: list | None = None
         self.progress: Callable[[int], None] | None = None
         cpu.enable_dirty_log()  # type: ignore[attr-defined]
+
+    def booted(self) -> None:
+        # landings hash the pages the *guest* wrote: forget the loader's writes, which
+        # some backends log (the software one) and others do not (KVM)
+        self.cpu.dirty_bitmap()  # type: ignore[attr-defined]
 
     # --- the event cursor ---
     def _peek(self, n: int = 0) -> tuple[int, Any] | None:
@@ -165,15 +179,15 @@ class Replayer(Seam):
                 return ev
             i += 1
 
-    def next_landing(self) -> tuple[ExitKind, int, int, int, bool] | None:
-        """(kind, rip, regs_hash, memory_hash, progressed) if the next exit is forced."""
+    def next_landing(self) -> Landing | None:
+        """Where the next exit must happen, if it is a forced one."""
         ev = self._peek()
         if ev is None or ev[1][0] != EventKind.EXIT or ExitKind(ev[1][1]) not in FORCED_EXITS:
             return None
         landing = self._landing_event()
         if landing is None:
             return None
-        return ExitKind(ev[1][1]), ev[1][5], landing[1], landing[2], landing[3]
+        return Landing.from_events(ev[1], landing)
 
     def _expect(self, kind: EventKind, what: str) -> Any:
         ev = self._peek()
@@ -317,19 +331,24 @@ class Replayer(Seam):
 
     def _land(self, cpu: Any, kind: ExitKind, rip: int) -> VcpuExit:
         """Run to the recorded forced exit: breakpoint at its RIP, match the fingerprint."""
-        # The LANDING event follows the EXIT event; read it without consuming either.
-        landing = self._landing_event()
-        if landing is None:
+        target = self.next_landing()
+        if target is None:
             raise TraceEnded()
-        want_regs, want_mem, progressed = landing[1], landing[2], landing[3]
         self.stats.landings += 1
-        if not progressed:
+        if not target.progressed:
             self.stats.forged += 1
             cpu.dirty_bitmap()  # the recorder's fingerprint consumed the dirty log here too
             return cpu.forge_exit(kind, rip)
+        if self.exact_counts and target.instructions is not None:
+            return self._land_by_count(cpu, kind, target.instructions)
         # KVM keeps accumulating the dirty log until it is read, so it is read only when
         # the registers already match; the union is what the recorder hashed.
         dirty = 0
+        if target.regs_match(cpu.get_regs(), self.exact_flags):
+            # the kick came before the guest ran an instruction: we are there already
+            dirty = cpu.dirty_bitmap()
+            if target.memory_matches(dirty, cpu.ram_page, self.exact_flags):
+                return cpu.forge_exit(kind, rip)
         cpu.set_debug([rip])
         try:
             while True:
@@ -337,9 +356,9 @@ class Replayer(Seam):
                 if ex.kind is not ExitKind.DEBUG or ex.rip != rip:
                     return ex  # a real exit first: the verification reports it
                 self.stats.landing_hits += 1
-                if regs_fingerprint(cpu.get_regs()) == want_regs:
+                if target.regs_match(cpu.get_regs(), self.exact_flags):
                     dirty |= cpu.dirty_bitmap()
-                    if memory_fingerprint(dirty, cpu.ram_page) == want_mem:
+                    if target.memory_matches(dirty, cpu.ram_page, self.exact_flags):
                         ex.kind, ex.addr, ex.size, ex.data, ex.detail = kind, 0, 0, b"", ""
                         return ex
                 cpu.set_debug([], single_step=True)
@@ -349,6 +368,18 @@ class Replayer(Seam):
                 cpu.set_debug([rip])
         finally:
             cpu.set_debug([])
+
+    def _land_by_count(self, cpu: Any, kind: ExitKind, count: int) -> VcpuExit:
+        """Run exactly to instruction ``count``: an exact CPU needs no search."""
+        cpu.set_instruction_limit(count)
+        try:
+            ex = cpu.run()
+        finally:
+            cpu.set_instruction_limit(None)
+        if ex.kind is ExitKind.INTR and cpu.instructions == count:
+            cpu.dirty_bitmap()  # keep the dirty log in step with the recorder's
+            ex.kind = kind
+        return ex  # anything else is reported by the exit verification
 
     def _landing_event(self) -> list | None:
         """The LANDING event that must follow the pending EXIT event (not consumed)."""

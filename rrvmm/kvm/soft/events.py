@@ -1,4 +1,4 @@
-"""Interrupt and exception delivery through the guest's IDT, and SYSCALL, done in Python.
+"""Interrupt and exception delivery through the guest's IDT, SYSCALL and SYSENTER, in Python.
 
 Unicorn stops at every exception and interrupt instead of delivering it (it only calls a
 hook), so the backend does what the CPU does: read the gate, check it, pick the stack
@@ -290,4 +290,21 @@ class Delivery:
             e.rip.value = star & 0xFFFF_FFFF
         e.set_segment(_SS, (sel + 8) & 0xFFFC, 0, 0xFFFF_FFFF, _FLAT_DATA | L.DESC_A_MASK)
         e.eflags.value = (fl & ~L.RF_MASK) | 2
+        e.update_hflags()
+
+    def sysenter(self) -> None:
+        """Enter the kernel as SYSENTER does (unicorn only calls a hook); #GP(0) when
+        IA32_SYSENTER_CS is zero."""
+        e = self.e
+        sel = e.u32(L.SYSENTER_CS) & 0xFFFF
+        if sel & 0xFFFC == 0:
+            raise GuestFault(L.EXC_GP, 0)
+        code = _FLAT_CODE | L.DESC_A_MASK | L.DESC_B_MASK
+        if e.hflags.value & L.HF_LMA_MASK:
+            code |= L.DESC_L_MASK
+        e.set_segment(_CS, sel & 0xFFFC, 0, 0xFFFF_FFFF, code)
+        e.set_segment(_SS, (sel + 8) & 0xFFFC, 0, 0xFFFF_FFFF, _FLAT_DATA | L.DESC_A_MASK)
+        e.eflags.value &= ~(L.VM_MASK | L.IF_MASK | L.RF_MASK)
+        e.regs[L.R_ESP] = e.u64(L.SYSENTER_ESP)
+        e.rip.value = e.u64(L.SYSENTER_EIP)
         e.update_hflags()

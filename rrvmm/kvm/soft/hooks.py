@@ -5,10 +5,12 @@ records why in ``stop`` with unicorn's instruction counter at that moment and st
 engine; the run loop does the rest outside ``emu_start``, where the CPU state is complete
 and can be edited freely. CPUID and RDTSC are answered on the spot.
 
-Re-executed instructions: an IN string instruction or an instruction reading MMIO is
-abandoned when it meets the read (its registers untouched) and run again once the machine
-has the value; ``in_answer`` and ``mmio_answers`` then serve the read. An MMIO store stops
-the instruction right after the store: it is run again with that store ``swallowed``.
+Re-executed instructions: an IN string instruction or an instruction reading MMIO (or a
+read-protected page) is abandoned when it meets the read, its registers untouched, and
+run again once the machine has the value; ``in_answer`` and ``mmio_answers`` then serve
+the read. A store to MMIO abandons the instruction right after the store, a store to a
+write-protected page right before it; either way it runs again with that store in
+``swallow`` (passed through once, not reported again).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from ..cpuid import CPUID_FEATURES_HIDDEN, lookup
 from . import engine as E
 from . import layout as L
 
-__all__ = ["Hooks", "STOP_OUT", "STOP_IN", "STOP_SYSCALL", "STOP_EXC", "STOP_UD", "STOP_BP"]
+__all__ = ["Hooks"]
 
 STOP_OUT, STOP_IN, STOP_SYSCALL, STOP_EXC, STOP_UD, STOP_BP = range(1, 7)
-STOP_MMIO_READ, STOP_MMIO_WRITE = 7, 8
+STOP_MMIO_READ, STOP_MMIO_WRITE, STOP_SYSENTER = 7, 8, 9
 _REG = {"eax": 0, "ebx": 1, "ecx": 2, "edx": 3}
 
 
@@ -49,6 +51,7 @@ class Hooks:
         add(uc.UC_HOOK_INSN, E.IN_CB(self._on_in), 1, 0, X.UC_X86_INS_IN)
         add(uc.UC_HOOK_INSN, E.OUT_CB(self._on_out), 1, 0, X.UC_X86_INS_OUT)
         add(uc.UC_HOOK_INSN, E.VOID_CB(self._on_syscall), 1, 0, X.UC_X86_INS_SYSCALL)
+        add(uc.UC_HOOK_INSN, E.VOID_CB(self._on_sysenter), 1, 0, X.UC_X86_INS_SYSENTER)
         add(uc.UC_HOOK_INSN, E.U32_CB(self._on_cpuid), 1, 0, X.UC_X86_INS_CPUID)
         add(uc.UC_HOOK_INSN, E.U32_CB(self._on_rdtsc), 1, 0, X.UC_X86_INS_RDTSC)
         add(uc.UC_HOOK_INSN, E.U32_CB(self._on_rdtscp), 1, 0, X.UC_X86_INS_RDTSCP)
@@ -58,7 +61,8 @@ class Hooks:
         add(uc.UC_HOOK_MEM_WRITE_PROT, E.MEM_EVENT_CB(self._on_write_prot))
         self.is_ram: Callable[[int], bool] = lambda gpa: False
         self._code_cb = E.CODE_CB(self._on_breakpoint)
-        self._bp_hooks: list[int] = []
+        self._bp_hooks: dict[int, int] = {}  # address -> hook handle
+        self.armed: frozenset[int] = frozenset()
 
     def _fail(self, exc: BaseException) -> None:
         if self.error is None:
@@ -95,6 +99,12 @@ class Hooks:
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc)
 
+    def _on_sysenter(self, _uc: int, _ud: int) -> None:
+        try:
+            self._record((STOP_SYSENTER, self.e.counter.value, self.e.rip.value))
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc)
+
     def _on_intr(self, _uc: int, intno: int, _ud: int) -> None:
         try:
             e = self.e
@@ -113,17 +123,38 @@ class Hooks:
         return True
 
     # --- breakpoints ---
+    # Translated code calls the instruction counter directly while it is the only code
+    # hook (fast), and only looks at the hook list when there are more: code translated
+    # before a breakpoint hook exists never sees it. So the first breakpoint hook flushes
+    # the translations; hooks then stay (disarmed ones ignore their address) until a run
+    # with nothing armed drops them all and flushes again to get the fast path back. The
+    # replayer's disarm / step / re-arm cycle costs no retranslation.
     def _on_breakpoint(self, _uc: int, address: int, _size: int, _ud: int) -> None:
         try:
-            self._record((STOP_BP, self.e.counter.value, address))
+            if address in self.armed:
+                self._record((STOP_BP, self.e.counter.value, address))
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc)
 
-    def set_breakpoints(self, addresses: list[int]) -> None:
-        for h in self._bp_hooks:
-            self.e.unhook(h)
+    def set_breakpoints(self, addresses: frozenset[int]) -> None:
+        self.armed = addresses
+        new = [a for a in sorted(addresses) if a not in self._bp_hooks]
+        if not new:
+            return
+        first = not self._bp_hooks
         uc = self.e.unicorn
-        self._bp_hooks = [self.e.hook(uc.UC_HOOK_CODE, self._code_cb, a, a) for a in addresses]
+        for a in new:
+            self._bp_hooks[a] = self.e.hook(uc.UC_HOOK_CODE, self._code_cb, a, a)
+        if first:
+            self.e.flush_tb()
+
+    def drop_breakpoints(self) -> None:
+        """Remove the (disarmed) breakpoint hooks: back to the fast counter path."""
+        if self._bp_hooks and not self.armed:
+            for h in self._bp_hooks.values():
+                self.e.unhook(h)
+            self._bp_hooks.clear()
+            self.e.flush_tb()
 
     # --- MMIO ---
     def _on_read_prot(self, _uc: int, _access: int, gpa: int, size: int, _v: int, _ud: int) -> bool:

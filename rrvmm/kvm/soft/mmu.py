@@ -83,19 +83,20 @@ class Walker:
         efer = self.e.efer.value
         wp = bool(cr0 & L.CR0_WP)
         if efer & L.EFER_LMA:
-            top = la >> 47
-            if top not in (0, 0x1FFFF):
+            levels = 5 if cr[4] & L.CR4_LA57 else 4
+            top = la >> (9 * levels + 11)  # the bits above the top of the address space
+            if top not in (0, (1 << (64 - 9 * levels - 11)) - 1):
                 raise GuestFault(L.EXC_GP, 0)
             entries = []
             table = cr[3] & _ADDR
-            for level in (4, 3, 2, 1):
+            for level in range(levels, 0, -1):
                 shift = 12 + 9 * (level - 1)
                 addr = table + ((la >> shift) & 0x1FF) * 8
                 entry = self.mem.read_u64(addr)
                 if not entry & _P:
                     self._fault(la, 0, write, user)
                 entries.append((addr, entry, 8))
-                if level in (2, 3) and entry & _PS or level == 1:
+                if level == 1 or (level in (2, 3) and entry & _PS):
                     self._check_and_mark(entries, la, write, user, wp)
                     mask = (1 << shift) - 1
                     return (entry & _ADDR & ~mask) | (la & mask)

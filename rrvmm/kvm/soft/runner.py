@@ -22,6 +22,7 @@ from .hooks import (
     STOP_MMIO_WRITE,
     STOP_OUT,
     STOP_SYSCALL,
+    STOP_SYSENTER,
     STOP_UD,
 )
 from .mmu import GuestFault
@@ -40,6 +41,7 @@ class RunLoop:
     engine: object
     hooks: object
     events: object
+    walker: object
     exit: VcpuExit
     instructions: int
     instruction_limit: int | None
@@ -108,8 +110,11 @@ class RunLoop:
             self._step_debug = False
             return self._exit(ExitKind.DEBUG, e.rip.value, detail="single-step")
         self._deliver_pending()
-        if self._breakpoints and e.rip.value in self._breakpoints:
-            return self._exit(ExitKind.DEBUG, e.rip.value, detail="breakpoint")
+        if self._breakpoints:
+            if e.rip.value in self._breakpoints:
+                return self._exit(ExitKind.DEBUG, e.rip.value, detail="breakpoint")
+        elif not self._single_step:
+            self.hooks.drop_breakpoints()
         while True:
             if self._kicked:
                 self._kicked = False
@@ -142,10 +147,8 @@ class RunLoop:
 
     def _deliver_pending(self) -> None:
         vector = self._pending_vector
-        if vector is None or self._breakpoints or self._single_step:
-            return  # KVM_GUESTDBG_BLOCKIRQ: no injection while debugging
-        if not self._can_take_interrupt():
-            return
+        if vector is None or not self._can_take_interrupt():
+            return  # delivered at the first boundary where it can be
         self._pending_vector = None
         self.events.deliver(vector, external=True)
 
@@ -172,6 +175,8 @@ class RunLoop:
                 self.instructions += budget
                 return None
             self.instructions += counter  # HLT (or MWAIT) ended the chunk, after it
+            if not self._after_halt():
+                return self._exit(ExitKind.INTERNAL_ERROR, detail="emulation stopped early")
             return self._exit(ExitKind.HLT)
         kind, counter = stop[0], stop[1]
         if kind == STOP_OUT:
@@ -200,6 +205,15 @@ class RunLoop:
                 e.rip.value = stop[2]
                 self.events.deliver(f.vector, f.error_code)
             return None
+        if kind == STOP_SYSENTER:
+            try:
+                self.events.sysenter()
+                self.instructions += counter
+            except GuestFault as f:
+                self.instructions += counter - 1
+                e.rip.value = stop[2]
+                self.events.deliver(f.vector, f.error_code)
+            return None
         if kind == STOP_UD:
             self.instructions += counter - 1
             self.events.deliver(L.EXC_UD)
@@ -216,6 +230,18 @@ class RunLoop:
             self.hooks.swallow.append(stop[2:])
             return self._complete_instruction()
         raise AssertionError(f"unknown stop {stop}")
+
+    def _after_halt(self) -> bool:
+        """A consistency check, not the decision: the only early end of a chunk without a
+        callback is HLT/MWAIT, which leaves RIP right after the instruction."""
+        e = self.engine
+        la = e.segment(L.SEGS + L.SEG_SIZE * L.R_CS)[1] + e.rip.value
+        try:
+            if self.walker.read(la - 1, 1) == b"\xf4":
+                return True
+            return self.walker.read(la - 3, 3) == b"\x0f\x01\xc9"
+        except GuestFault:
+            return False
 
     def _exception(self, stop: tuple) -> None:
         _, counter, vector, error_code, is_int, retaddr = stop
