@@ -97,7 +97,19 @@ def _build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1000,
         metavar="N",
-        help="with --gdb: take a checkpoint every N exits while replaying (default 1000)",
+        help="with --gdb or --console: take a checkpoint every N exits while replaying"
+        " (default 1000)",
+    )
+    rep.add_argument(
+        "--console",
+        action="store_true",
+        help="open the interactive replay console (step, go back, break, watch) instead of"
+        " running the replay",
+    )
+    rep.add_argument(
+        "--symbols",
+        metavar="ELF",
+        help="with --console: the guest's symbols (default: the recorded kernel, if an ELF)",
     )
     rep.set_defaults(func=_cmd_replay)
     tr = sub.add_parser("trace", help="inspect, draw or compare traces")
@@ -187,6 +199,10 @@ def _cmd_record(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .session import open_trace, replay_trace
 
+    if args.console:
+        return _replay_console(args)
+    if args.symbols is not None:
+        raise RrvmmError("--symbols goes with --console", ExitStatus.USAGE)
     if args.gdb is not None:
         return _replay_gdb(args)
     with open_trace(args.trace) as reader:
@@ -231,6 +247,30 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     reason = outcome.result.reason if outcome.result else "end of trace"
     print(f"rrvmm: replay matched all {outcome.exits} exits ({reason})", file=sys.stderr)
     return 0
+
+
+def _replay_console(args: argparse.Namespace) -> int:
+    from .console import run_console
+    from .console.app import load_symbols
+    from .replay.engine import ReplayEngine
+    from .session import open_trace
+
+    if args.gdb is not None:
+        raise RrvmmError("--console and --gdb: choose one", ExitStatus.USAGE)
+    if args.symbols is not None:
+        load_symbols(args.symbols)  # a bad --symbols fails before the replay starts
+    with open_trace(args.trace) as reader:
+        engine = ReplayEngine(
+            reader,
+            kernel=args.kernel,
+            initrd=args.initrd,
+            checkpoint_every=args.checkpoint_every,
+            kvm_device=kvm_device_path(),
+        )
+        try:
+            return run_console(engine, args.symbols)
+        finally:
+            engine.close()
 
 
 def _replay_gdb(args: argparse.Namespace) -> int:
