@@ -304,21 +304,23 @@ class KvmBackend:
         return self.slots.take_dirty(consumer)
 
     # --- whole vCPU state, for checkpoints ---
-    def settle(self) -> None:
-        """Finish a pending IN/MMIO read inside KVM without running guest code.
+    def settle(self) -> VcpuExit | None:
+        """Finish a pending IN/MMIO access inside KVM without running further guest code.
 
-        KVM applies a read's value on the next KVM_RUN; a KVM_RUN refused by
-        ``immediate_exit`` still applies it, so the registers are then complete.
+        KVM applies a read's value (and finishes an emulated instruction) on the next
+        KVM_RUN; a KVM_RUN refused by ``immediate_exit`` still does that, so the registers
+        are complete afterwards. If finishing the instruction needs another MMIO access
+        (a read-modify-write, a page-crossing store), that exit is returned.
         """
         if not self._pending_completion:
-            return
+            return None
         self._run.immediate_exit = 1
         try:
-            self.vcpu.run()
+            ex = self.run()
         finally:
             self._run.immediate_exit = 0
-        self._pending_completion = False
         self._synced = False
+        return None if ex.kind is ExitKind.INTR else ex
 
     def save_state(self) -> dict[str, object]:
         """Everything KVM holds for the vCPU, as bytes blobs (checkpoints copy this)."""

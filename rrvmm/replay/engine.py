@@ -284,6 +284,20 @@ class ReplayEngine:
                 break
         return True
 
+    def _finish_access(self) -> None:
+        """Complete the instruction whose watched-page access was just emulated.
+
+        Finishing it may take more accesses to watched pages (read-modify-write); those
+        are emulated too. A step that made such an access ends here: KVM does not report
+        the single-step trap of an instruction completed this way.
+        """
+        while True:
+            ex = self.cpu.settle()
+            if ex is None:
+                return
+            if not self._mmio(ex):
+                raise TargetError(f"unexpected {ex.kind.name} exit finishing a watched access")
+
     def _watch_hits(self, w: _Watch, gpa: int, size: int) -> bool:
         pa = self._watch_phys(w)
         return pa is not None and gpa < pa + w.length and pa < gpa + size
@@ -320,7 +334,10 @@ class ReplayEngine:
                 ex = self.cpu.run()
                 if ex.kind is ExitKind.DEBUG:
                     break
-                if self._mmio(ex) or ex.kind is ExitKind.INTR:
+                if self._mmio(ex):
+                    self._finish_access()
+                    break
+                if ex.kind is ExitKind.INTR:
                     continue
                 self.cpu.set_debug([])
                 self._handle_exit(ex)
@@ -394,7 +411,7 @@ class ReplayEngine:
             if self._mmio(ex):
                 if self._watch_hit is not None and stop_on_watch:
                     stop, self._watch_hit = self._watch_hit, None
-                    self.cpu.settle()
+                    self._finish_access()
                     raise _Hit(stop)
                 self._watch_hit = None
                 continue

@@ -248,11 +248,6 @@ def test_tab_completes_symbols_in_the_session(engine, corrupt_elf: Path) -> None
     assert "Breakpoint 1 at 0x101ce0 <buggy_store>" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ReplayEngine.step: a single step over a write to a write-watched page (emulated"
-    " as MMIO) executes more than one instruction",
-)
 def test_stepi_at_the_watchpoint_stop_moves_one_instruction(
     engine, corrupt_symbols: SymbolTable
 ) -> None:

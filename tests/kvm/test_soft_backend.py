@@ -203,7 +203,6 @@ def test_breakpoint_and_single_step(guest, guest_dir: Path) -> None:  # noqa: AN
             cpu.complete_read(b"\x60")
     assert ex.rip == ex.addr == target == cpu.get_regs()["rip"]
     at = cpu.instructions
-    assert not cpu.interrupts_enabled()  # injection is blocked while debugging, as on KVM
     again = cpu.run()  # like a KVM hardware breakpoint: it fires again, no progress
     assert again.kind is ExitKind.DEBUG and again.rip == target and cpu.instructions == at
     cpu.set_debug([], single_step=True)
@@ -402,12 +401,8 @@ def _run_pm32(cpu: SoftBackend) -> list[tuple]:
         elif ex.kind is ExitKind.MMIO_READ:
             cpu.complete_read((0x1000 + ex.addr - 0xFEC0_0000).to_bytes(ex.size, "little"))
         elif ex.kind is ExitKind.HLT:
-            debug = cpu._single_step
-            cpu.set_debug([], False)  # injection waits while debugging (KVM's BLOCKIRQ)
-            cpu.inject_interrupt(0x20)
-            ex = cpu.run()  # delivered on entry; the handler runs
-            log.append((ex.kind.name, ex.addr, ex.size, bytes(ex.data), ex.rip, cpu.instructions))
-            cpu.set_debug([], debug)
+            assert cpu.interrupts_enabled()
+            cpu.inject_interrupt(0x20)  # delivered on the next entry
         elif ex.kind is ExitKind.IO_OUT and ex.addr == DEBUG_EXIT:
             return log
         elif ex.kind is not ExitKind.MMIO_WRITE:
@@ -576,8 +571,10 @@ def test_ring3_syscall_tss_stacks_and_ist(tmp_path: Path) -> None:
     cpu.inject_interrupt(0x20)
     ex = cpu.run()
     assert ex.kind is ExitKind.IO_OUT and ex.addr == DEBUG_EXIT
-    names = ("sysret_rax int80_rax sys_rcx sys_r11 sys_rsp sys_cs int80_rsp int80_cs "
-             "int80_ss pf_rsp pf_err pf_cr2 gp_rsp gp_err timer_n timer_cs timer_rsp").split()
+    names = (
+        "sysret_rax int80_rax sys_rcx sys_r11 sys_rsp sys_cs int80_rsp int80_cs "
+        "int80_ss pf_rsp pf_err pf_cr2 gp_rsp gp_err timer_n timer_cs timer_rsp"
+    ).split()
     got = dict(zip(names, struct.unpack("<17Q", cpu.read_memory(0x20000, 17 * 8)), strict=True))
     assert got == {
         "sysret_rax": 0x5151, "int80_rax": 0x8080,
@@ -616,7 +613,146 @@ def test_kick_and_interrupt_window(tmp_path: Path) -> None:
     cpu.kick()
     ex = cpu.run()
     assert ex.kind is ExitKind.INTR and cpu.instructions == 0
-    cpu.request_interrupt_window(True)  # IF=0 in ring 0, then IRETQ to ring 3 sets it
+    cpu.request_interrupt_window(True)  # IF=0 now; IRETQ to ring 3 sets it
     ex = cpu.run()
     assert ex.kind is ExitKind.IRQ_WINDOW and cpu.interrupts_enabled()
-    assert cpu.get_sregs()["cs"]["selector"] == 0x23
+    assert cpu.get_regs()["rflags"] & 0x200 and 0 < cpu.instructions <= 1024
+    cpu.request_interrupt_window(False)
+    assert cpu.run().kind is ExitKind.IO_OUT
+
+
+def test_sysenter_enters_the_kernel() -> None:
+    cpu = SoftBackend(4 * MB, [])
+    cpu.write_memory(0x8000, struct.pack("<4Q", 0, 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF))
+    cpu.write_memory(0x10000, b"\x0f\x34")  # sysenter
+    cpu.write_memory(0x10010, b"\xf4")  # hlt
+    cpu.set_sregs(protected_mode_sregs())
+    cpu.set_msrs({0x174: 0x10, 0x175: 0x30000, 0x176: 0x10010})
+    cpu.set_regs({"rflags": 0x202, "rip": 0x10000})
+    ex = cpu.run()
+    regs, sregs = cpu.get_regs(), cpu.get_sregs()
+    assert ex.kind is ExitKind.HLT and ex.rip == 0x10011 and cpu.instructions == 2
+    assert regs["rsp"] == 0x30000 and not regs["rflags"] & 0x200
+    assert (sregs["cs"]["selector"], sregs["ss"]["selector"]) == (0x10, 0x18)
+
+
+FETCH64 = """
+.code64
+.globl _start, back, pf
+_start:
+  mov $0x20000, %rsp
+  movabs $0x201000, %rax
+  call *%rax                # into an absent page: #PF on the fetch; the page holds a RET
+  movabs $0x202ffa, %rax    # six NOPs at the end of a present page, then an absent one
+  jmp *%rax
+back:
+  mov $0, %al
+  out %al, $0xf4
+pf:                         # map the page at CR2 with one PTE (PT covers 2-4 MiB), return
+  push %rax
+  push %rbx
+  mov %cr2, %rax
+  shr $12, %rax
+  and $0x1ff, %rax
+  mov %rax, %rbx
+  shl $12, %rbx
+  or $0x200003, %rbx
+  mov %rbx, 0x7000(,%rax,8)
+  incq 0x30000
+  pop %rbx
+  pop %rax
+  add $8, %rsp
+  iretq
+"""
+
+
+@pytest.mark.parametrize("stepping", [False, True])
+def test_instruction_fetch_faults_count_exactly(tmp_path: Path, stepping: bool) -> None:
+    """A fetch #PF happens before any instruction of the block runs, and is not counted:
+    3 + 14 (handler) + RET + 2 + 14 + 6 NOPs + JMP + 2 = 43 instructions either way."""
+    code, syms = assemble(tmp_path, FETCH64, 64, 0x10000)
+    cpu = SoftBackend(4 * MB, [])
+    cpu.write_memory(0x1000, struct.pack("<3Q", 0, 0x00AF9B000000FFFF, 0x00CF93000000FFFF))
+    idt = bytearray(16 * 256)
+    idt[14 * 16 : 15 * 16] = _gate64(syms["pf"])
+    cpu.write_memory(0x2000, bytes(idt))
+    cpu.write_memory(0x4000, struct.pack("<Q", 0x5000 | 3))
+    cpu.write_memory(0x5000, struct.pack("<Q", 0x6000 | 3))
+    cpu.write_memory(0x6000, struct.pack("<QQ", 0x83, 0x7000 | 3))  # 2 MiB page; a PT
+    cpu.write_memory(0x7000 + 2 * 8, struct.pack("<Q", 0x20_2000 | 3))  # only 0x202000
+    cpu.write_memory(0x20_1000, b"\xc3")
+    cpu.write_memory(0x20_2FFA, b"\x90" * 6)
+    cpu.write_memory(0x20_3000, b"\xe9" + struct.pack("<i", syms["back"] - 0x20_3005))
+    cpu.write_memory(0x10000, code)
+    data = _seg(0x10, 3, db=1)
+    cpu.set_sregs({
+        "cs": _seg(0x08, 0xB, l=1), "ds": data, "es": data, "ss": data,
+        "gdt": {"base": 0x1000, "limit": 23}, "idt": {"base": 0x2000, "limit": 0xFFF},
+        "cr0": 0x8000_0011, "cr3": 0x4000, "cr4": 0x20, "efer": 0x500,
+    })  # fmt: skip
+    cpu.set_regs({"rflags": 2, "rip": 0x10000})
+    cpu.set_debug([], single_step=stepping)
+    while (ex := cpu.run()).kind is ExitKind.DEBUG:
+        pass
+    assert ex.kind is ExitKind.IO_OUT and ex.addr == DEBUG_EXIT
+    assert cpu.read_memory(0x30000, 8) == (2).to_bytes(8, "little")
+    assert cpu.instructions == 43
+
+
+LOOP32 = """
+.code32
+.globl _start, again
+_start:
+  mov $100, %ecx
+1: dec %ecx
+again:
+  jnz 1b
+  out %al, $0xf4
+"""
+
+
+def test_breakpoint_in_a_loop_hits_every_iteration(tmp_path: Path) -> None:
+    """The replayer's landing cycle: hit, disarm, single-step, re-arm, run on."""
+    code, syms = assemble(tmp_path, LOOP32, 32, 0x10000)
+    cpu = SoftBackend(4 * MB, [])
+    cpu.write_memory(0x10000, code)
+    cpu.set_sregs(protected_mode_sregs())
+    cpu.set_regs({"rflags": 2, "rip": 0x10000})
+    target, hits = syms["again"], 0
+    cpu.set_debug([target])
+    while (ex := cpu.run()).kind is ExitKind.DEBUG:
+        assert ex.rip == target and cpu.instructions == 1 + 2 * hits + 1
+        hits += 1
+        cpu.set_debug([], single_step=True)
+        assert cpu.run().kind is ExitKind.DEBUG
+        cpu.set_debug([target])
+    assert hits == 100 and ex.kind is ExitKind.IO_OUT
+    cpu.set_debug([])
+
+
+@pytest.mark.parametrize("name", ["timer", "irqhash"])
+def test_record_and_replay_on_the_soft_backend(
+    guest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,  # noqa: ANN001
+) -> None:
+    """The recorder and replayer (breakpoint + fingerprint landings) work unchanged."""
+    import io
+
+    import rrvmm.session as session
+    from rrvmm.hostio import SerialHost
+    from rrvmm.machine import MachineConfig
+
+    monkeypatch.setattr(session, "make_backend", lambda _n, memory, *_a: SoftBackend(memory))
+    images = session.GuestImages.load(guest(name))
+    config = MachineConfig(memory=64 * MB, kernel_name=name)
+    recorded = io.BytesIO()
+    trace = tmp_path / "t.rrt"
+    serial = SerialHost(output=recorded, input_fd=None)
+    result, _ = session.record_guest(images, config, SoftBackend(64 * MB), serial, trace)
+    assert result.status == 0, result.reason
+    replayed = io.BytesIO()
+    outcome = session.replay_trace(session.open_trace(trace), output=replayed)
+    assert outcome.matched, outcome.divergence
+    assert replayed.getvalue() == recorded.getvalue()
