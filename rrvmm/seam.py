@@ -128,3 +128,67 @@ class LiveSeam(Seam):
     def input_possible(self) -> bool:
         s = self._serial
         return s is not None and (not s.input_closed or s.has_input())
+
+
+class InstructionClockSeam(LiveSeam):
+    """Live inputs for a CPU that counts instructions: guest time is instruction time.
+
+    One instruction is one nanosecond of guest time (the software backend's TSC runs at
+    one tick per instruction too), so device deadlines fall at exact instruction counts:
+    the CPU is told to stop there instead of being kicked by a host timer, and a timer
+    interrupt lands at the same instruction in every run. Each VM exit (a port or MMIO
+    access) costs ``EXIT_NS`` more, as an ISA port access takes about a microsecond on a PC:
+    guests that poll the PIT see it move. While the guest halts, guest time follows the host
+    clock (it sleeps until the deadline, or until input arrives), so interactive guests
+    still wait for their user.
+    """
+
+    EXIT_NS = 1000
+
+    def __init__(self, serial: SerialHost | None, cpu: CpuBackend) -> None:
+        super().__init__(serial)
+        self._cpu = cpu
+        self._idle_ns = 0  # guest time spent halted
+        self._exits = 0  # exits so far (from the index the machine passes)
+
+    def attach(self, cpu: CpuBackend) -> None:
+        if self._serial is not None:
+            self._serial.start(cpu.kick)  # input still interrupts a long computation
+
+    def clock_ns(self) -> int:
+        extra = self._idle_ns + self._exits * self.EXIT_NS
+        return self._cpu.instructions + extra  # type: ignore[attr-defined]
+
+    def timer_due(self, index: int, deadline_ns: int | None) -> int | None:
+        self._exits = index
+        if deadline_ns is None:
+            return None
+        now = self.clock_ns()
+        return now if now >= deadline_ns else None
+
+    def entering_guest(self, deadline_ns: int | None) -> None:
+        if deadline_ns is None:
+            limit = None
+        else:
+            now = self.clock_ns()
+            limit = self._cpu.instructions + max(1, deadline_ns - now)  # type: ignore[attr-defined]
+        self._cpu.set_instruction_limit(limit)  # type: ignore[attr-defined]
+
+    def idle(self, deadline_ns: int | None) -> None:
+        start = time.monotonic_ns()
+        timeout_s = None
+        if deadline_ns is not None:
+            timeout_s = max(0, deadline_ns - self.clock_ns()) / 1e9
+        if self._serial is not None:
+            self._serial.wait(timeout_s)
+        elif timeout_s is not None:
+            time.sleep(timeout_s)
+        elapsed = time.monotonic_ns() - start
+        if deadline_ns is not None:
+            elapsed = min(elapsed, max(0, deadline_ns - self.clock_ns()))
+            if not (self._serial is not None and self._serial.has_input()):
+                # woken by the deadline: land on it exactly, however the host slept
+                elapsed = max(0, deadline_ns - self.clock_ns())
+        self._idle_ns += elapsed
+        cpu = self._cpu
+        cpu.tsc_offset += elapsed  # type: ignore[attr-defined]  # the TSC keeps pace

@@ -26,7 +26,7 @@ from .machine import Machine, MachineConfig, RunResult
 from .replay.container import TraceError, TraceReader, TraceWriter
 from .replay.recorder import Recorder
 from .replay.replayer import ExitCheck, ReplayDivergence, Replayer, TraceEnded
-from .seam import LiveSeam
+from .seam import InstructionClockSeam, LiveSeam
 
 __all__ = [
     "GuestImages",
@@ -106,6 +106,13 @@ def _guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:
     return [tuple(r) for r in DEFAULT_CPUID]
 
 
+def _live_seam(serial: SerialHost, cpu: CpuBackend) -> LiveSeam:
+    """Host inputs; guest time from the instruction count where the CPU counts exactly."""
+    if hasattr(cpu, "set_instruction_limit"):
+        return InstructionClockSeam(serial, cpu)
+    return LiveSeam(serial)
+
+
 def _boot(machine: Machine, images: GuestImages) -> None:
     machine.boot(images.kernel, images.initrd)
 
@@ -118,7 +125,7 @@ def run_guest(
 ) -> RunResult:
     """Run live, no recording."""
     cpu.set_cpuid(_guest_cpuid(cpu))
-    seam = LiveSeam(serial)
+    seam = _live_seam(serial, cpu)
     machine = Machine(config, cpu, seam, serial)
     _boot(machine, images)
     seam.attach(cpu)
@@ -149,7 +156,7 @@ def record_guest(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),
     }
-    live = LiveSeam(serial)
+    live = _live_seam(serial, cpu)
     try:
         writer = TraceWriter(trace_path, header)
     except OSError as e:
