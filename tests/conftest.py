@@ -41,3 +41,15 @@ def guest(guest_dir: Path):  # noqa: ANN201
         return p
 
     return path
+
+
+@pytest.fixture(params=[pytest.param("kvm", marks=pytest.mark.kvm), "soft"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each CPU backend: KVM where /dev/kvm is usable, the software one everywhere."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def any_backend() -> str:
+    """The backend for tests about something else than the CPU: KVM if usable, else soft."""
+    return "soft" if _KVM_PROBLEM else "kvm"

@@ -87,6 +87,7 @@ class SoftBackend(RunLoop):
         self.hooks.is_ram = lambda gpa: self.phys.offset(gpa) is not None
         self._map_memory(mmio_windows)
         self._kicked = False
+        self._event_since_count = False  # an exception was delivered since the last count
         self._window = False
         self._forged = False
         self._pending_vector: int | None = None

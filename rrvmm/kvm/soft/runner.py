@@ -116,18 +116,26 @@ class RunLoop:
         elif not self._single_step:
             self.hooks.drop_breakpoints()
         while True:
-            if self._kicked:
-                self._kicked = False
-                return self._exit(ExitKind.INTR)
             limit = self.instruction_limit
             if limit is not None and self.instructions >= limit:
                 self.instruction_limit = None
                 return self._exit(ExitKind.INTR, detail="instruction limit")
-            if self._window and self._can_take_interrupt():
-                return self._exit(ExitKind.IRQ_WINDOW)
+            # A kick or a window is not honoured right after an exception was delivered:
+            # the count there equals the count before the faulting instruction, and a
+            # replay stopping at that count (by instruction limit) stops before the fault.
+            # One more instruction is run first (``settle_one`` below).
+            after_event = self._event_since_count
+            if not after_event:
+                if self._kicked:
+                    self._kicked = False
+                    return self._exit(ExitKind.INTR)
+                if self._window and self._can_take_interrupt():
+                    return self._exit(ExitKind.IRQ_WINDOW)
+            self._event_since_count = False
+            settle_one = after_event and (self._kicked or self._window)
             self._deliver_pending()
             step = self._single_step
-            if step:
+            if step or settle_one:
                 budget = 1
             else:
                 chunk = WINDOW_CHUNK if self._window else CHUNK
@@ -185,6 +193,7 @@ class RunLoop:
             return self._exit(ExitKind.IO_OUT, port, size, value.to_bytes(size, "little"))
         if kind == STOP_EXC:
             self._exception(stop)
+            self._event_since_count = True
             return None
         if kind == STOP_IN:
             self.instructions += counter - 1
