@@ -11,13 +11,17 @@ from gdb_driver import Gdb, ReplayServer
 
 from rrvmm_cli import rrvmm
 
-pytestmark = pytest.mark.kvm
 
-
-@pytest.fixture(scope="module")
-def corrupt_trace(tmp_path_factory: pytest.TempPathFactory, guest_dir: Path) -> Path:  # noqa: ANN001
+@pytest.fixture(scope="module", params=[pytest.param("kvm", marks=pytest.mark.kvm), "soft"])
+def corrupt_trace(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, guest_dir: Path
+) -> Path:
+    """The planted-corruption guest recorded on each backend (replayed on the same one)."""
     trace = tmp_path_factory.mktemp("gdb") / "corrupt.rrt"
-    r = rrvmm("record", "--kernel", str(guest_dir / "corrupt.mb"), "-o", str(trace), stdin=None)
+    r = rrvmm(
+        "record", "--backend", request.param, "--kernel", str(guest_dir / "corrupt.mb"),
+        "-o", str(trace), stdin=None,
+    )  # fmt: skip
     assert r.status == 3, r.err
     return trace
 
