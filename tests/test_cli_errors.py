@@ -50,7 +50,10 @@ def test_memory_not_a_size() -> None:
 
 
 def test_kvm_device_missing(guest) -> None:  # noqa: ANN001
-    r = rrvmm("run", "--kernel", str(guest("hello")), env={"RRVMM_KVM_DEVICE": "/nonexistent/kvm"})
+    r = rrvmm(
+        "run", "--backend", "kvm", "--kernel", str(guest("hello")),
+        env={"RRVMM_KVM_DEVICE": "/nonexistent/kvm"},
+    )  # fmt: skip
     assert r.status == 69
     assert "does not exist" in _one_line(r.err)
 
@@ -58,6 +61,15 @@ def test_kvm_device_missing(guest) -> None:  # noqa: ANN001
 def test_kvm_device_not_kvm(tmp_path: Path, guest) -> None:  # noqa: ANN001
     fake = tmp_path / "kvm"
     fake.write_bytes(b"")
-    r = rrvmm("run", "--kernel", str(guest("hello")), env={"RRVMM_KVM_DEVICE": str(fake)})
+    r = rrvmm(
+        "run", "--backend", "kvm", "--kernel", str(guest("hello")),
+        env={"RRVMM_KVM_DEVICE": str(fake)},
+    )  # fmt: skip
     assert r.status == 69
     assert "KVM is not usable" in _one_line(r.err)
+
+
+def test_auto_falls_back_to_the_software_backend(guest) -> None:  # noqa: ANN001
+    r = rrvmm("run", "--kernel", str(guest("hello")), env={"RRVMM_KVM_DEVICE": "/nonexistent/kvm"})
+    assert r.status == 0 and "hello, world" in r.out
+    assert "using the software backend" in _one_line(r.err)

@@ -314,13 +314,23 @@ class KvmBackend:
         """
         if not self._pending_completion:
             return None
+        # the exit being handled must survive: settling happens while the machine may
+        # still be dispatching it
+        current, self.exit = self.exit, VcpuExit()
         self._run.immediate_exit = 1
         try:
             ex = self.run()
         finally:
             self._run.immediate_exit = 0
+            self.exit = current
         self._synced = False
-        return None if ex.kind is ExitKind.INTR else ex
+        if ex.kind is ExitKind.INTR:
+            return None
+        current.kind, current.addr, current.size = ex.kind, ex.addr, ex.size
+        current.count, current.data, current.rip, current.detail = (
+            ex.count, ex.data, ex.rip, ex.detail
+        )
+        return current
 
     def save_state(self) -> dict[str, object]:
         """Everything KVM holds for the vCPU, as bytes blobs (checkpoints copy this)."""
