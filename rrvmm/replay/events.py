@@ -23,7 +23,7 @@ class EventKind(IntEnum):
     WALL = 5  # [5, unix_seconds_float]: the RTC read the wall clock
     SERIAL_RX = 6  # [6, bytes]: host bytes pushed into the UART receive FIFO
     INJECT = 7  # [7, vector]: an external interrupt injected before the next entry
-    TSC = 8  # [8, tsc]: a virtual TSC value handed to the guest (software backend)
+    TSC = 8  # [8, tsc_offset]: the virtual TSC's offset after the guest halted (soft backend)
 
 
 EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
@@ -37,7 +37,7 @@ EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
     EventKind.WALL: ("unix_seconds",),
     EventKind.SERIAL_RX: ("data",),
     EventKind.INJECT: ("vector",),
-    EventKind.TSC: ("tsc",),
+    EventKind.TSC: ("tsc_offset",),
 }
 
 

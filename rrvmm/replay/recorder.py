@@ -127,7 +127,12 @@ class Recorder(Seam):
         if self.writer.pending_bytes and (long_wait or now - self._last_flush > _FLUSH_INTERVAL_S):
             self.writer.flush()
             self._last_flush = now
+        tsc_before = getattr(self.cpu, "tsc_offset", None)
         self.live.idle(deadline_ns)
+        tsc_after = getattr(self.cpu, "tsc_offset", None)
+        if tsc_after != tsc_before:
+            # a virtual TSC moved on while the guest was halted, by host time: an input
+            self._log([EventKind.TSC, tsc_after])
 
     def input_possible(self) -> bool:
         return self.live.input_possible()

@@ -309,6 +309,9 @@ class Replayer(Seam):
             )
 
     def idle(self, deadline_ns: int | None) -> None:
+        tsc = self._next_is(EventKind.TSC)
+        if tsc is not None:
+            self.cpu.tsc_offset = tsc[1]  # type: ignore[attr-defined]
         ev = self._peek()
         if ev is None:
             raise TraceEnded()
