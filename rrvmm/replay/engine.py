@@ -94,6 +94,8 @@ class ReplayEngine:
         )
         self.cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
         self.exact_flags = self.cpu.name == header.get("backend", "kvm")
+        # recorded and replayed on a CPU that counts instructions: landings by count
+        self.exact_counts = self.exact_flags and hasattr(self.cpu, "set_instruction_limit")
         self.output = io.BytesIO()
         self.serial = SerialHost(output=self.output, input_fd=None)
         self.replayer = Replayer(
@@ -227,6 +229,8 @@ class ReplayEngine:
             return False
         before = self.machine.stats["injected"]
         self.machine.prepare_entry()
+        # interrupt windows are not asked for in replay: where they open is not reproducible
+        self.cpu.request_interrupt_window(False)
         self._prepared = True
         return self.machine.stats["injected"] != before
 
@@ -234,14 +238,29 @@ class ReplayEngine:
     def at_end(self) -> bool:
         return self.ended is not None or self.replayer.next_exit() is None
 
+    def _counted(self, landing: Landing | None) -> bool:
+        return landing is not None and self.exact_counts and landing.instructions is not None
+
     def _landing_match(self, landing: Landing) -> bool:
+        if self._counted(landing):
+            if self.cpu.instructions != landing.instructions:
+                return False
+            self.cpu.dirty_bitmap("landing")  # in step with the recorder's fingerprint
+            return True
         if not landing.regs_match(self.cpu.get_regs(), self.exact_flags):
             return False
         self._landing_dirty |= self.cpu.dirty_bitmap("landing")
         return landing.memory_matches(self._landing_dirty, self.cpu.ram_page, self.exact_flags)
 
     def _take_landing(self, landing: Landing) -> None:
-        ex = self.cpu.forge_exit(landing.kind, landing.rip)
+        """The CPU stands at the recorded forced exit: report that exit.
+
+        The vCPU really ran there, so its interrupt state is current (unlike ``forge_exit``,
+        which is for exits where the guest never ran).
+        """
+        ex = self.cpu.exit
+        ex.kind, ex.rip, ex.addr, ex.size, ex.count = landing.kind, landing.rip, 0, 0, 1
+        ex.data, ex.detail = b"", ""
         self._landing_dirty = 0
         self._handle_exit(ex)
 
@@ -370,8 +389,9 @@ class ReplayEngine:
             self._check_end()
             self._prepare()
             landing = self.replayer.next_landing()
+            counted = self._counted(landing)
             bps = sorted(self.breakpoints) if stop_at_breakpoints else []
-            arm = ([landing.rip] if landing else []) + bps
+            arm = ([landing.rip] if landing and not counted else []) + bps
             if len(set(arm)) > MAX_HW_BREAKPOINTS:
                 self._step_checking(bps, skip_breakpoint_at)
                 skip_breakpoint_at = None
@@ -392,11 +412,18 @@ class ReplayEngine:
                 self._take_landing(landing)
                 continue
             self.cpu.set_debug(sorted(set(arm)))
+            if counted:
+                self.cpu.set_instruction_limit(landing.instructions)
             try:
                 ex = self.cpu.run()
             finally:
                 self.cpu.set_debug([])
+                if counted:
+                    self.cpu.set_instruction_limit(None)
             self.n = None
+            if counted and ex.kind is ExitKind.INTR and self._landing_match(landing):
+                self._take_landing(landing)
+                continue
             if ex.kind is ExitKind.DEBUG:
                 if landing is not None and ex.rip == landing.rip and self._landing_match(landing):
                     self._take_landing(landing)
