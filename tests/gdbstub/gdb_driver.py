@@ -48,11 +48,12 @@ class ReplayServer:
 class Gdb:
     """A gdb process speaking MI; ``cmd`` returns console text, ``run`` waits for a stop."""
 
-    def __init__(self, elf: Path) -> None:
+    def __init__(self, elf: Path | None) -> None:
         self.mi = GdbController(["gdb", "--nx", "--quiet", "--interpreter=mi3"])
         self.cmd("set pagination off")
         self.cmd("set confirm off")
-        self.cmd(f"file {elf}")
+        if elf is not None:
+            self.cmd(f"file {elf}")
 
     def _collect(self, responses: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
         streams = ("console", "log", "target", "output")

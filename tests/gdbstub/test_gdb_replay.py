@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gdb_driver import Gdb, ReplayServer
 
+from gdb_driver import Gdb, ReplayServer
 from rrvmm_cli import rrvmm
 
 

@@ -1,0 +1,87 @@
+"""A stock Debian kernel (6.1, cloud) with the repo's busybox initramfs, on the software
+backend: boot to a shell, type commands, record, replay; a panic, debugged with gdb.
+
+The kernel comes from scripts/get-linux-guest.py (CI runs it; it needs the Debian package
+mirror). Where it has not been fetched, these tests skip and say so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from gdb_driver import Gdb, ReplayServer
+from rrvmm_cli import rrvmm, rrvmm_after
+
+CACHE = Path(os.environ.get("RRVMM_CACHE", Path.home() / ".cache" / "rrvmm")) / "linux"
+VMLINUZ, INITRD, SYSTEM_MAP = CACHE / "vmlinuz", CACHE / "initrd.img", CACHE / "System.map"
+APPEND = "console=ttyS0 earlyprintk=ttyS0 noapic nolapic nokaslr panic=-1 rdinit=/init"
+MACHINE = ["--backend", "soft", "--memory", "256M", "--kernel", str(VMLINUZ),
+           "--initrd", str(INITRD)]  # fmt: skip
+
+pytestmark = pytest.mark.skipif(
+    not (VMLINUZ.exists() and INITRD.exists()),
+    reason=f"no Linux guest in {CACHE}: run scripts/get-linux-guest.py --dbg first",
+)
+
+
+def _symbol(name: str) -> int:
+    for line in SYSTEM_MAP.read_text().splitlines():
+        addr, _kind, sym = line.split()[:3]
+        if sym == name:
+            return int(addr, 16)
+    raise KeyError(name)
+
+
+def test_boot_to_a_shell_record_and_replay_10_of_10(tmp_path: Path) -> None:
+    outputs = set()
+    for i in range(10):
+        trace = tmp_path / f"linux{i}.rrt"
+        rec = rrvmm_after(
+            "record", *MACHINE, "--append", APPEND, "-o", str(trace),
+            wait_for=b"/ # ", send=b"echo typed-$((6*7))\nuname -r\nexit\n", timeout=300,
+        )  # fmt: skip
+        assert rec.status == 0, rec.err  # /init reboots when the shell exits
+        assert "Run /init as init process" in rec.out and "typed-42" in rec.out
+        assert "6.1.0" in rec.out.split("uname -r", 1)[1]
+        rep = rrvmm("replay", str(trace), stdin=None, timeout=300)
+        assert rep.status == 0, f"recording {i}: {rep.err}"
+        assert rep.out == rec.out
+        outputs.add(rec.out)
+    assert outputs  # every replay matched its own recording
+
+
+@pytest.mark.skipif(not SYSTEM_MAP.exists(), reason="System.map comes with get-linux-guest --dbg")
+def test_panic_replays_and_gdb_goes_back_from_it(tmp_path: Path) -> None:
+    trace = tmp_path / "panic.rrt"
+    crash = 'rrvmm.shell=0 rrvmm.run="echo c > /proc/sysrq-trigger"'
+    rec = rrvmm("record", *MACHINE, "--append", f"{APPEND} {crash}", "-o", str(trace),
+                stdin=None, timeout=300)  # fmt: skip
+    assert "Kernel panic - not syncing: sysrq triggered crash" in rec.out, rec.err
+    rep = rrvmm("replay", str(trace), stdin=None, timeout=300)
+    assert rep.status == 0 and rep.out == rec.out, rep.err
+
+    panic, handler = _symbol("panic"), _symbol("sysrq_handle_crash")
+    server = ReplayServer(trace, "--checkpoint-every", "2000")
+    g = Gdb(None)
+    try:
+        g.cmd("set architecture i386:x86-64")
+        g.cmd(f"target remote 127.0.0.1:{server.port}")
+        g.cmd(f"break *{panic:#x}")
+        stop = g.run("continue", timeout=240)
+        assert int(stop["frame"]["addr"], 16) == panic
+        g.run("reverse-stepi", timeout=120)
+        pc = g.pc()
+        assert handler <= pc < panic and pc != panic  # the call in sysrq_handle_crash
+        g.cmd("delete")
+        g.cmd(f"break *{handler:#x}")
+        stop = g.run("reverse-continue", timeout=240)
+        assert int(stop["frame"]["addr"], 16) == handler
+        regs = g.cmd("info registers rip cs")
+        assert re.search(r"cs\s+0x10", regs)
+    finally:
+        g.close()
+        server.close()
