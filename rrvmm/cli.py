@@ -50,7 +50,9 @@ def kvm_device_path() -> str:
 
 
 def _add_machine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", help="multiboot kernel (default: the built-in demo guest)")
+    p.add_argument(
+        "--kernel", help="multiboot kernel or Linux bzImage (default: the built-in demo guest)"
+    )
     p.add_argument("--initrd", help="initrd / multiboot module")
     p.add_argument("--append", default="", help="kernel command line")
     p.add_argument("--memory", "-m", default=DEFAULT_MEMORY, help="guest RAM (default 128M)")
