@@ -215,3 +215,14 @@ def test_progress_on_a_terminal_only(any_backend: str, tmp_path: Path, guest) ->
     )  # fmt: skip
     assert b"replaying exit" in tty.stdout
     assert b"replay matched all" in tty.stdout
+
+
+@pytest.mark.kvm
+def test_kvm_recordings_replay_on_the_software_backend_10_of_10(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    for i in range(10):
+        kernel = str(guest("irqhash"))
+        trace, rec = _record("kvm", tmp_path, kernel, "hz=1000 loops=1", None, f"x{i}")
+        assert rec.status == 0, rec.err
+        rep = rrvmm("replay", "--backend", "soft", str(trace), stdin=None)
+        assert rep.status == 0, f"recording {i}: {rep.err}"
+        assert rep.out == rec.out
