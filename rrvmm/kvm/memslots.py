@@ -13,13 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import linux_kvm as K
+from .dirty import PAGE, DirtyAccumulators
 from .kvm import KvmVm
 
 __all__ = ["MemorySlots", "LOW_MEMORY_LIMIT", "HIGH_BASE", "PAGE"]
 
 LOW_MEMORY_LIMIT = 0xC000_0000  # RAM above this goes above 4 GiB (PCI/MMIO hole)
 HIGH_BASE = 0x1_0000_0000
-PAGE = 4096
 
 
 @dataclass
@@ -32,8 +32,9 @@ class _Slot:
     logged: bool
 
 
-class MemorySlots:
+class MemorySlots(DirtyAccumulators):
     def __init__(self, vm: KvmVm, host_addr: int, memory_size: int) -> None:
+        super().__init__()
         self.vm = vm
         self.host_addr = host_addr
         self.memory_size = memory_size
@@ -42,7 +43,6 @@ class MemorySlots:
         self._next_id = 0
         self.dirty_logging = False
         self._protected: dict[int, str] = {}  # low-memory page number -> "ro" | "none"
-        self._acc: dict[str, int] = {}  # consumer -> pages written since it last took
         self._layout()
 
     # --- layout ---
@@ -100,41 +100,12 @@ class MemorySlots:
             self.dirty_logging = True
             self._layout()
 
-    def fetch_dirty(self) -> None:
-        """Read (and so clear) KVM's dirty log into every consumer's accumulator."""
+    def _read_log(self) -> int:
         bits = 0
         for s in self._slots:
             if s.readonly or not s.logged:
                 continue  # read-only: its writes are emulated by rrvmm and marked by hand
-            bitmap = self.vm.get_dirty_log(s.slot)
-            word = int.from_bytes(bitmap, "little")
+            word = int.from_bytes(self.vm.get_dirty_log(s.slot), "little")
             if word:
                 bits |= word << (s.host_offset // PAGE)
-        if bits:
-            for name in self._acc:
-                self._acc[name] |= bits
-
-    def mark_dirty(self, host_offset: int, size: int) -> None:
-        """A write rrvmm performed on the guest's behalf."""
-        first, last = host_offset // PAGE, (host_offset + size - 1) // PAGE
-        bits = ((1 << (last - first + 1)) - 1) << first
-        for name in self._acc:
-            self._acc[name] |= bits
-
-    def take_dirty(self, consumer: str) -> int:
-        """Pages (bit n = page n of the RAM buffer) written since ``consumer`` last took."""
-        if consumer not in self._acc:
-            self._acc[consumer] = 0
-        self.fetch_dirty()
-        bits = self._acc[consumer]
-        self._acc[consumer] = 0
         return bits
-
-    def accumulators(self) -> dict[str, int]:
-        self.fetch_dirty()
-        return dict(self._acc)
-
-    def set_accumulators(self, acc: dict[str, int]) -> None:
-        """Replace the accumulators (checkpoint restore), discarding KVM's pending log."""
-        self.fetch_dirty()
-        self._acc = dict(acc)

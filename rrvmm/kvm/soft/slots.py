@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import ctypes as C
 
+from ..dirty import PAGE, DirtyAccumulators
 from .dirty import DirtyLog
 from .mmu import PhysMemory
 
 __all__ = ["SoftSlots", "PAGE"]
 
-PAGE = 4096
 _READ_CB = C.CFUNCTYPE(None, C.c_void_p, C.c_int, C.c_uint64, C.c_int, C.c_int64, C.c_void_p)
 
 
-class SoftSlots:
+class SoftSlots(DirtyAccumulators):
     def __init__(self, engine, phys: PhysMemory, log: DirtyLog) -> None:  # noqa: ANN001
+        super().__init__()
         self.e = engine
         self.phys = phys
         self.log = log
@@ -30,7 +31,6 @@ class SoftSlots:
         self.low = phys.low
         self.dirty_logging = False
         self._protected: dict[int, str] = {}
-        self._acc: dict[str, int] = {}
         self._slow_loads: int | None = None  # hook handle forcing loads off the fast path
 
     # --- layout ---
@@ -80,34 +80,5 @@ class SoftSlots:
             self.log.enable()
             self.dirty_logging = True
 
-    def fetch_dirty(self) -> None:
-        """Read (and so clear) the log into every consumer's accumulator."""
-        bits = self.log.fetch()
-        if bits:
-            for name in self._acc:
-                self._acc[name] |= bits
-
-    def mark_dirty(self, host_offset: int, size: int) -> None:
-        """A write rrvmm performed on the guest's behalf (the log sees it anyway)."""
-        first, last = host_offset // PAGE, (host_offset + size - 1) // PAGE
-        bits = ((1 << (last - first + 1)) - 1) << first
-        for name in self._acc:
-            self._acc[name] |= bits
-
-    def take_dirty(self, consumer: str) -> int:
-        """Pages (bit n = page n of the RAM buffer) written since ``consumer`` last took."""
-        if consumer not in self._acc:
-            self._acc[consumer] = 0
-        self.fetch_dirty()
-        bits = self._acc[consumer]
-        self._acc[consumer] = 0
-        return bits
-
-    def accumulators(self) -> dict[str, int]:
-        self.fetch_dirty()
-        return dict(self._acc)
-
-    def set_accumulators(self, acc: dict[str, int]) -> None:
-        """Replace the accumulators (checkpoint restore), discarding the pending log."""
-        self.fetch_dirty()
-        self._acc = dict(acc)
+    def _read_log(self) -> int:
+        return self.log.fetch()
