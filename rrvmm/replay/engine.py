@@ -23,7 +23,7 @@ from ..machine import Machine, MachineConfig, MachineStop, RunResult
 from ..mmu import PageFault, read_virtual, translate
 from ..session import _checked, _images_for_replay, make_backend
 from .container import TraceReader
-from .fingerprint import Landing, memory_fingerprint, regs_fingerprint
+from .fingerprint import Landing, memory_fingerprint, pages_of, regs_fingerprint
 from .replayer import Replayer, TraceEnded
 
 __all__ = ["ReplayEngine", "Checkpoint"]
@@ -154,7 +154,7 @@ class ReplayEngine:
         )
         if prev is not None:
             mem = self.cpu.memory
-            for page in _pages(dirty):
+            for page in pages_of(dirty):
                 cp.pages[page] = mem[page * PAGE : (page + 1) * PAGE]
         self.checkpoints[k] = cp
         self._order = sorted(self.checkpoints)
@@ -183,7 +183,7 @@ class ReplayEngine:
         self.stats["restores"] += 1
         pages = self.slots.take_dirty("restore") | self._pages_between(self._mem_at, cp.exit_index)
         mem = self.cpu.memory
-        for page in _pages(pages):
+        for page in pages_of(pages):
             mem[page * PAGE : (page + 1) * PAGE] = self._page_at(page, cp.exit_index)
         self.cpu.restore_state(cp.cpu)
         self.machine.restore(cp.machine)
@@ -702,13 +702,3 @@ class ReplayEngine:
 
     def close(self) -> None:
         self.cpu.close()
-
-
-def _pages(bits: int) -> list[int]:
-    out = []
-    while bits:
-        low = bits & -bits
-        out.append(low.bit_length() - 1)
-        bits ^= low
-    return out
-
