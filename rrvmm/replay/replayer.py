@@ -309,8 +309,9 @@ class Replayer(Seam):
             )
 
     def idle(self, deadline_ns: int | None) -> None:
-        tsc = self._next_is(EventKind.TSC)
-        if tsc is not None:
+        # the recorder may have idled more than once (a wake-up with nothing due): each
+        # time the TSC moved on is one event, the last one holds
+        while (tsc := self._next_is(EventKind.TSC)) is not None:
             self.cpu.tsc_offset = tsc[1]  # type: ignore[attr-defined]
         ev = self._peek()
         if ev is None:
