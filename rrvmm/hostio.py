@@ -126,9 +126,13 @@ class SerialHost:
         return bool(self._pending)
 
     def wait(self, timeout: float | None) -> None:
-        """Block until input arrives or ``timeout`` seconds pass (None: until input)."""
+        """Block until new input arrives or ``timeout`` seconds pass (None: until input).
+
+        Input already queued does not end the wait: the guest could not take it (its
+        receive FIFO is full), and returning at once would spin.
+        """
         self.flush()
-        if self._pending or self.quit_requested:
+        if self.quit_requested:
             return
         self._event.wait(timeout)
         self._event.clear()

@@ -126,8 +126,9 @@ class LiveSeam(Seam):
             time.sleep(timeout_s)
 
     def input_possible(self) -> bool:
+        """More input may still come (queued input the guest cannot take does not count)."""
         s = self._serial
-        return s is not None and (not s.input_closed or s.has_input())
+        return s is not None and not s.input_closed
 
 
 class InstructionClockSeam(LiveSeam):
