@@ -273,18 +273,21 @@ class Machine:
 
     def _between_exits(self) -> None:
         """Advance timers, take serial input, and deliver a pending interrupt."""
-        seam, idx = self.seam, self.exit_index
-        if seam.stop_requested():
+        if self.seam.stop_requested():
             raise MachineStop(RunResult(ExitStatus.INTERRUPTED, "stopped by the user (Ctrl-A x)"))
-        now = seam.timer_due(idx, self.pit.next_deadline_ns())
+        self._take_inputs(self.pit.next_deadline_ns())
+        self._deliver_interrupt()
+
+    def _take_inputs(self, deadline: int | None) -> None:
+        """Advance the PIT if its deadline passed, then feed the UART what input fits."""
+        now = self.seam.timer_due(self.exit_index, deadline)
         if now is not None:
             self.pit.update(now)
         room = self.uart.rx_room()
         if room:
-            data = seam.serial_input(idx, room)
+            data = self.seam.serial_input(self.exit_index, room)
             if data:
                 self.uart.receive(data)
-        self._deliver_interrupt()
 
     def _deliver_interrupt(self) -> None:
         cpu = self.cpu
@@ -311,14 +314,7 @@ class Machine:
             )
         while True:
             deadline = self.pit.next_deadline_ns()
-            now = self.seam.timer_due(self.exit_index, deadline)
-            if now is not None:
-                self.pit.update(now)
-            room = self.uart.rx_room()
-            if room:
-                data = self.seam.serial_input(self.exit_index, room)
-                if data:
-                    self.uart.receive(data)
+            self._take_inputs(deadline)
             if self.pic.has_interrupt() or self.seam.stop_requested():
                 return
             if deadline is None and not self.seam.input_possible():
