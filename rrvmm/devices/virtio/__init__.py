@@ -9,9 +9,11 @@ to a device by the machine, which gets it from the recorded seam; devices never 
 from __future__ import annotations
 
 from rrvmm.devices.virtio.blk import BlkState, VirtioBlk
+from rrvmm.devices.virtio.console import VirtioConsole
 from rrvmm.devices.virtio.device import VIRTIO_F_VERSION_1, VirtioDevice, VirtioState
 from rrvmm.devices.virtio.disk import OVERLAY, WRITE_THROUGH, Disk, DiskError, DiskState
 from rrvmm.devices.virtio.mmio import MMIO_SIZE, VirtioMmio
+from rrvmm.devices.virtio.net import VirtioNet
 from rrvmm.devices.virtio.queue import (
     GuestMemory,
     GuestMemoryError,
@@ -32,8 +34,10 @@ __all__ = [
     "OVERLAY",
     "VIRTIO_F_VERSION_1",
     "VirtioBlk",
+    "VirtioConsole",
     "VirtioDevice",
     "VirtioMmio",
+    "VirtioNet",
     "VirtioRng",
     "VirtioState",
     "Virtqueue",
