@@ -62,6 +62,13 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="CPU backend: kvm, soft (unicorn), or auto = KVM where usable (default)",
     )
+    p.add_argument(
+        "--irqchip",
+        choices=("user", "kernel"),
+        default=None,
+        help="interrupt controller on KVM: user = rrvmm's 8259, kernel = KVM's (fewer exits);"
+        " default: the faster one, see README",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -87,6 +94,13 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=("kvm", "soft", "auto"),
         default=None,
         help="CPU backend to replay on (default: the one the trace was recorded on)",
+    )
+    rep.add_argument(
+        "--irqchip",
+        choices=("user", "kernel"),
+        default=None,
+        help="must be the trace's own (a trace replays with the interrupt controller it was"
+        " recorded with)",
     )
     rep.add_argument(
         "--gdb",
@@ -139,7 +153,7 @@ def _machine_setup(args: argparse.Namespace):  # noqa: ANN202
     kernel_path = Path(args.kernel) if args.kernel else demo_kernel_path()
     images = GuestImages.load(kernel_path, args.initrd)
     config = MachineConfig(memory=memory, cmdline=args.append, kernel_name=kernel_path.name)
-    cpu = make_backend(args.backend, memory, kvm_device_path())
+    cpu = make_backend(args.backend, memory, kvm_device_path(), args.irqchip)
     return images, config, cpu
 
 
@@ -201,6 +215,15 @@ def _cmd_record(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .session import open_trace, replay_trace
 
+    if args.irqchip is not None:
+        with open_trace(args.trace) as reader:
+            recorded = reader.header.get("machine", {}).get("irqchip", "user")
+        if recorded != args.irqchip:
+            raise RrvmmError(
+                f"--irqchip {args.irqchip}: this trace was recorded with --irqchip {recorded},"
+                " and replays with it only",
+                ExitStatus.USAGE,
+            )
     if args.console:
         return _replay_console(args)
     if args.symbols is not None:

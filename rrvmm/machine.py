@@ -93,14 +93,15 @@ class Machine:
         class _SeamClock:
             now_ns = seam.clock_ns
 
+        # kernel irqchip: KVM's 8259 takes the lines, and its ports never exit
+        self.kernel_irqchip = getattr(cpu, "kernel_irqchip", None) is not None
         self.pic = Pic8259Pair()
-        self.pit = Pit8254(_SeamClock(), IrqLine(PIT_IRQ, self.pic.set_irq))
-        self.uart = Uart16550(IrqLine(COM1_IRQ, self.pic.set_irq), self._serial_tx)
+        irq = self._kernel_line if self.kernel_irqchip else self.pic.set_irq
+        self.pit = Pit8254(_SeamClock(), IrqLine(PIT_IRQ, irq))
+        self.uart = Uart16550(IrqLine(COM1_IRQ, irq), self._serial_tx)
         self.rtc = CmosRtc(seam.wall_time, config.memory)
         self.debug_exit = DebugExit(self._debug_exit)
-        self.i8042 = I8042(
-            self._reset, IrqLine(1, self.pic.set_irq), IrqLine(12, self.pic.set_irq)
-        )
+        self.i8042 = I8042(self._reset, IrqLine(1, irq), IrqLine(12, irq))
         self.post = PostPort()
         self.pci = PciConfigAbsent()
         self.pio.insert(self.pic, 0x20, 2, offset=0)
@@ -117,6 +118,11 @@ class Machine:
         self.pio.insert(self.pci, 0xCF8, 8)
 
     # --- device callbacks ---
+    def _kernel_line(self, line: int, level: bool) -> None:
+        """A device line into KVM's PIC: only ever here, between exits (see kernel_irqchip)."""
+        self.cpu.set_irq_line(line, level)  # type: ignore[attr-defined]
+        self.seam.on_irq_line(self.exit_index, line, level)
+
     def _serial_tx(self, data: bytes) -> None:
         if self.serial is not None:
             self.serial.write(data)
@@ -171,7 +177,7 @@ class Machine:
     def prepare_entry(self) -> None:
         """Between exits: timers, serial input, interrupt delivery; then tell the seam."""
         self._between_exits()
-        self.seam.entering_guest(self.pit.next_deadline_ns())
+        self.seam.entering_guest(self.pit.next_deadline_ns(), self.kernel_irqchip)
 
     def handle_exit(self, ex: VcpuExit) -> None:
         """Count, report and dispatch one exit; MachineStop when the guest ended."""
@@ -181,11 +187,14 @@ class Machine:
 
     def devices(self) -> dict[str, Any]:
         """The devices whose state a checkpoint must carry, by name."""
-        return {
+        devs = {
             "pic": self.pic, "pit": self.pit, "uart": self.uart, "rtc": self.rtc,
             "i8042": self.i8042, "debug_exit": self.debug_exit, "post": self.post,
             "pci": self.pci,
         }  # fmt: skip
+        if self.kernel_irqchip:
+            del devs["pic"]  # its state is KVM's, saved with the vCPU
+        return devs
 
     def snapshot(self) -> dict[str, Any]:
         """Machine-level state (devices and counters), plain data."""
@@ -216,6 +225,8 @@ class Machine:
             self._halt(ex)
         elif kind is ExitKind.INTR:
             self.stats["kicks"] += 1
+            if self.kernel_irqchip:
+                self._kicked_in_kernel(ex)
         elif kind is ExitKind.IRQ_WINDOW:
             pass
         else:
@@ -289,7 +300,36 @@ class Machine:
             if data:
                 self.uart.receive(data)
 
+    def _kicked_in_kernel(self, ex: VcpuExit) -> None:
+        """Kernel irqchip: HLT does not exit, so a kick is where a stuck guest shows."""
+        cpu: Any = self.cpu
+        if cpu.lapic_timer_armed():
+            raise MachineStop(
+                RunResult(
+                    ExitStatus.GUEST_CRASH,
+                    "the guest started the local APIC timer, which --irqchip kernel cannot"
+                    " record; use --irqchip user",
+                )
+            )
+        if not cpu.halted():
+            return
+        self.stats["halts"] += 1
+        if not cpu.get_regs()["rflags"] & RFLAGS_IF:
+            raise MachineStop(
+                RunResult(0, f"guest halted with interrupts disabled at RIP {ex.rip:#x}")
+            )
+        if self.pit.next_deadline_ns() is None and not self.seam.input_possible():
+            raise MachineStop(
+                RunResult(
+                    ExitStatus.GUEST_STUCK,
+                    f"guest halted at RIP {ex.rip:#x} with no timer running and no"
+                    " input left: it can never wake up",
+                )
+            )
+
     def _deliver_interrupt(self) -> None:
+        if self.kernel_irqchip:
+            return  # KVM delivers; lines were set as devices changed them
         cpu = self.cpu
         if not self.pic.has_interrupt():
             cpu.request_interrupt_window(False)

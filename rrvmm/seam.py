@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Seam", "LiveSeam"]
 
+HALT_POLL_NS = 100_000_000  # kernel irqchip, no deadline: look at a halted guest this often
+
 
 class Seam:
     """Base: the hooks the machine calls. Subclasses answer or check them."""
@@ -47,8 +49,12 @@ class Seam:
     def booted(self) -> None:
         """The loader has written the guest images; the guest has not run yet."""
 
-    def entering_guest(self, deadline_ns: int | None) -> None:
-        """Called before each entry with the next device deadline (guest ns)."""
+    def entering_guest(self, deadline_ns: int | None, halt_in_kernel: bool = False) -> None:
+        """Called before each entry with the next device deadline (guest ns).
+
+        ``halt_in_kernel``: HLT does not exit (kernel irqchip), so with no deadline a live
+        seam still kicks now and then to see whether the guest halted for good.
+        """
 
     def run(self, cpu: CpuBackend) -> VcpuExit:
         """Enter the guest until the next exit; replay re-creates forced exits here."""
@@ -63,6 +69,9 @@ class Seam:
 
     def on_inject(self, index: int, vector: int) -> None:
         """Called when the machine injects ``vector`` before resuming after exit ``index``."""
+
+    def on_irq_line(self, index: int, line: int, level: bool) -> None:
+        """Kernel irqchip: the machine set input ``line`` of KVM's PIC after exit ``index``."""
 
     def idle(self, deadline_ns: int | None) -> None:
         """The guest is halted; block until ``deadline_ns`` (guest ns) or input may be due."""
@@ -91,9 +100,14 @@ class LiveSeam(Seam):
             self._kicker.close()
             self._kicker = None
 
-    def entering_guest(self, deadline_ns: int | None) -> None:
+    def entering_guest(self, deadline_ns: int | None, halt_in_kernel: bool = False) -> None:
         if self._kicker is not None:
-            self._kicker.arm(None if deadline_ns is None else deadline_ns + self._t0)
+            if deadline_ns is not None:
+                self._kicker.arm(deadline_ns + self._t0)
+            elif halt_in_kernel:
+                self._kicker.arm(time.monotonic_ns() + HALT_POLL_NS)
+            else:
+                self._kicker.arm(None)
 
     def stop_requested(self) -> bool:
         return self._serial is not None and self._serial.quit_requested
@@ -167,7 +181,7 @@ class InstructionClockSeam(LiveSeam):
         now = self.clock_ns()
         return now if now >= deadline_ns else None
 
-    def entering_guest(self, deadline_ns: int | None) -> None:
+    def entering_guest(self, deadline_ns: int | None, halt_in_kernel: bool = False) -> None:
         if deadline_ns is None:
             limit = None
         else:

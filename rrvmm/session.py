@@ -67,18 +67,31 @@ def _image_entry(path: Path, data: bytes) -> dict[str, Any]:
     }
 
 
-def make_backend(name: str, memory: int, kvm_device: str = "/dev/kvm") -> CpuBackend:
+DEFAULT_KVM_IRQCHIP = "user"  # bench/irqchip.py: the faster exact mode on KVM
+
+
+def make_backend(
+    name: str, memory: int, kvm_device: str = "/dev/kvm", irqchip: str | None = None
+) -> CpuBackend:
     """The CPU backend ``name``: 'kvm', 'soft', or 'auto' (KVM where usable, else soft).
 
+    ``irqchip``: 'user' or 'kernel' (KVM only); None picks the backend's default.
     RrvmmError (one line, a distinct status) when the named one cannot be had.
     """
     from .kvm.kvm_backend import KvmBackend
 
+    if irqchip not in (None, "user", "kernel"):
+        raise RrvmmError(f"unknown irqchip {irqchip!r} (user or kernel)", ExitStatus.USAGE)
+    if name == "soft" and irqchip == "kernel":
+        raise RrvmmError(
+            "--irqchip kernel needs the KVM backend (the software CPU has rrvmm's 8259 only)",
+            ExitStatus.USAGE,
+        )
     if name in ("kvm", "auto"):
         try:
-            return KvmBackend(memory, kvm_device)
+            return KvmBackend(memory, kvm_device, irqchip or DEFAULT_KVM_IRQCHIP)
         except BackendUnavailable as e:
-            if name == "kvm":
+            if name == "kvm" or irqchip == "kernel":
                 raise RrvmmError(f"KVM is not usable: {e}", ExitStatus.NO_KVM) from None
             print(f"rrvmm: KVM is not usable ({e}); using the software backend", file=sys.stderr)
     elif name != "soft":
@@ -149,7 +162,11 @@ def record_guest(
     header = {
         "rrvmm": __version__,
         "backend": cpu.name,
-        "machine": {"memory": config.memory, "cmdline": config.cmdline, "irqchip": "user"},
+        "machine": {
+            "memory": config.memory,
+            "cmdline": config.cmdline,
+            "irqchip": getattr(cpu, "irqchip", "user"),
+        },
         "cpuid": [list(r) for r in cpuid],
         "images": images.describe(),
         "cmdline": config.cmdline,
@@ -258,6 +275,23 @@ class ReplayOutcome:
     replayer: Replayer
 
 
+def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str) -> CpuBackend:
+    """A CPU for replaying a trace with this header: its backend and interrupt controller.
+
+    A kernel-irqchip trace needs KVM's own 8259 again: where its interrupts land is KVM's
+    doing, and rrvmm's 8259 on the software CPU would not take them at the same points.
+    """
+    recorded_on = header.get("backend", "kvm")
+    irqchip = header["machine"].get("irqchip", "user")
+    name = backend or recorded_on
+    if irqchip == "kernel" and name != "kvm":
+        raise RrvmmError(
+            "this trace was recorded with --irqchip kernel and replays on the KVM backend only",
+            ExitStatus.USAGE,
+        )
+    return make_backend(name, header["machine"]["memory"], kvm_device, irqchip)
+
+
 def replay_trace(
     reader: TraceReader,
     *,
@@ -278,7 +312,8 @@ def replay_trace(
         memory=mc["memory"], cmdline=mc["cmdline"], kernel_name=images.kernel_path.name
     )
     recorded_on = header.get("backend", "kvm")
-    cpu = make_backend(backend or recorded_on, config.memory, kvm_device)
+    cpu = replay_backend(header, backend, kvm_device)
+    replayer = None
     try:
         cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
         serial = SerialHost(output=output or io.BytesIO(), input_fd=None)
@@ -316,6 +351,8 @@ def replay_trace(
             replayer=replayer,
         )
     finally:
+        if replayer is not None:
+            replayer.close()
         cpu.close()
 
 

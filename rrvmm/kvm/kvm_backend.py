@@ -26,6 +26,7 @@ from .backend import (
     ExitKind,
     VcpuExit,
 )
+from .kernel_irqchip import KernelIrqchip
 from .kvm import Kvm, KvmVcpu, KvmVm
 from .memslots import MemorySlots
 
@@ -71,7 +72,11 @@ class KvmBackend:
 
     name = "kvm"
 
-    def __init__(self, memory_size: int, path: str = "/dev/kvm") -> None:
+    def __init__(self, memory_size: int, path: str = "/dev/kvm", irqchip: str = "user") -> None:
+        """``irqchip``: 'user' (rrvmm's 8259, KVM_INTERRUPT) or 'kernel' (KVM's, see
+        ``kernel_irqchip``)."""
+        if irqchip not in ("user", "kernel"):
+            raise BackendError(f"unknown irqchip {irqchip!r} (user or kernel)")
         self.kvm = Kvm(path)
         self.memory_size = memory_size
         self.vm: KvmVm = self.kvm.create_vm()
@@ -82,7 +87,13 @@ class KvmBackend:
         self.memory = mmap.mmap(-1, memory_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._mem_addr = C.addressof(C.c_char.from_buffer(self.memory))
         self.slots = MemorySlots(self.vm, self._mem_addr, memory_size)
+        self.irqchip = irqchip
+        self.kernel_irqchip = KernelIrqchip(self.vm) if irqchip == "kernel" else None
         self.vcpu: KvmVcpu = self.vm.create_vcpu(0)
+        if self.kernel_irqchip is not None:
+            self.kernel_irqchip.disable_lapic(self.vcpu)
+        self._halted: bool | None = None  # mp_state at the last exit, read on demand
+        self._state_msrs = _STATE_MSRS + ((K.MSR_IA32_APICBASE,) if self.kernel_irqchip else ())
         self._run = self.vcpu.run_struct
         self._sync = bool(self.kvm.check_extension(K.KVM_CAP_SYNC_REGS) & K.KVM_SYNC_X86_REGS)
         self._sync_regs = self._run.s.regs.regs
@@ -191,6 +202,7 @@ class KvmBackend:
             run.kvm_valid_regs = K.KVM_SYNC_X86_REGS
         self._thread_id = threading.get_ident()  # the thread a kick must signal
         entered = self.vcpu.run()
+        self._halted = None
         self._pending_completion = False
         while entered and run.exit_reason == K.KVM_EXIT_INTERNAL_ERROR and self._emulate_int3():
             entered = self.vcpu.run()
@@ -284,6 +296,63 @@ class KvmBackend:
     def inject_interrupt(self, vector: int) -> None:
         self.vcpu.interrupt(vector)
 
+    def set_irq_line(self, line: int, level: bool) -> None:
+        """Drive an input of the in-kernel PIC (kernel irqchip only; vCPU out of KVM_RUN)."""
+        assert self.kernel_irqchip is not None
+        self.kernel_irqchip.set_line(line, level)
+
+    def halted(self) -> bool:
+        """The vCPU sits in HLT inside KVM (kernel irqchip: HLT does not exit)."""
+        if self._halted is None:
+            self._halted = self.mp_state() == K.KVM_MP_STATE_HALTED
+        return self._halted
+
+    def halt(self) -> None:
+        """Execute the HLT at RIP the way KVM does, without running: RIP past it, halted.
+
+        Single-stepping a HLT with the kernel irqchip would block inside KVM_RUN; the
+        debugger steps over it with this instead.
+        """
+        regs = self.get_regs()
+        self.set_regs({"rip": regs["rip"] + 1})
+        self.flush_regs()
+        self.vcpu.set(K.KVM_SET_MP_STATE, K.kvm_mp_state(K.KVM_MP_STATE_HALTED))
+        self._halted = True
+
+    def at_hlt(self) -> bool:
+        """The instruction at RIP is HLT (flat code segments, as every guest here uses)."""
+        from ..mmu import read_virtual
+
+        sr = self.get_sregs()
+        try:
+            op = read_virtual(
+                self.get_regs()["rip"], 1, sr["cr0"], sr["cr3"], sr["cr4"], sr["efer"],
+                self.read_memory,
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - unmapped RIP: not a HLT, the run will tell
+            return False
+        return op == b"\xf4"
+
+    def flush_regs(self) -> None:
+        """Hand registers changed in the sync area to KVM now (before another vCPU ioctl)."""
+        if self._synced and self._run.kvm_dirty_regs:
+            self.vcpu.set(K.KVM_SET_REGS, self._sync_regs)
+            self._run.kvm_dirty_regs = 0
+
+    def deliverable_vector(self) -> int | None:
+        """Kernel irqchip: the vector the next entry delivers (IF set, no STI/MOV SS shadow)."""
+        chip = self.kernel_irqchip
+        assert chip is not None
+        if not self.get_regs()["rflags"] & (1 << 9):
+            return None
+        ev = self.vcpu.get(K.KVM_GET_VCPU_EVENTS, K.kvm_vcpu_events)
+        if ev.interrupt.shadow or ev.interrupt.injected:
+            return ev.interrupt.nr if ev.interrupt.injected else None
+        return chip.pending_vector()
+
+    def lapic_timer_armed(self) -> bool:
+        return self.kernel_irqchip is not None and self.kernel_irqchip.lapic_timer_armed(self.vcpu)
+
     def request_interrupt_window(self, on: bool) -> None:
         self._run.request_interrupt_window = 1 if on else 0
 
@@ -343,11 +412,13 @@ class KvmBackend:
             "events": bytes(v.get(K.KVM_GET_VCPU_EVENTS, K.kvm_vcpu_events)),
             "debugregs": bytes(v.get(K.KVM_GET_DEBUGREGS, K.kvm_debugregs)),
             "mp_state": self.mp_state(),
-            "msrs": v.get_msrs(list(_STATE_MSRS)),
+            "msrs": v.get_msrs(list(self._state_msrs)),
         }
         if self._has_xsave:
             state["xsave"] = bytes(v.get(K.KVM_GET_XSAVE, K.kvm_xsave))
             state["xcrs"] = bytes(v.get(K.KVM_GET_XCRS, K.kvm_xcrs))
+        if self.kernel_irqchip is not None:
+            state["irqchip"] = self.kernel_irqchip.save(v)
         return state
 
     def restore_state(self, state: dict[str, object]) -> None:
@@ -365,7 +436,10 @@ class KvmBackend:
         ev.flags = K.KVM_VCPUEVENT_VALID_NMI_PENDING | K.KVM_VCPUEVENT_VALID_SHADOW
         v.set(K.KVM_SET_VCPU_EVENTS, ev)
         v.set(K.KVM_SET_DEBUGREGS, K.kvm_debugregs.from_buffer_copy(state["debugregs"]))  # type: ignore[arg-type]
+        if self.kernel_irqchip is not None and "irqchip" in state:
+            self.kernel_irqchip.restore(v, state["irqchip"])  # type: ignore[arg-type]
         v.set(K.KVM_SET_MP_STATE, K.kvm_mp_state(state["mp_state"]))  # type: ignore[arg-type]
+        self._halted = None
         v.set_guest_debug(0)
         self._debug_config = ((), False)
         self._synced = False
@@ -387,7 +461,11 @@ class KvmBackend:
         control = 0
         regs = [0] * 8
         if breakpoints or single_step:
-            control = K.KVM_GUESTDBG_ENABLE | K.KVM_GUESTDBG_BLOCKIRQ
+            control = K.KVM_GUESTDBG_ENABLE
+            # a step must be one instruction, not an interrupt delivery too; but a run to a
+            # breakpoint must take the kernel irqchip's interrupts as the recording did
+            if single_step or self.kernel_irqchip is None:
+                control |= K.KVM_GUESTDBG_BLOCKIRQ
         if breakpoints:
             control |= K.KVM_GUESTDBG_USE_HW_BP
             dr7 = 0

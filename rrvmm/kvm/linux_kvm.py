@@ -226,6 +226,31 @@ class kvm_mp_state(C.Structure):  # noqa: N801
     _fields_ = [("mp_state", u32)]
 
 
+class kvm_irq_level(C.Structure):  # noqa: N801
+    _fields_ = [("irq", u32), ("level", u32)]  # irq is a union with s32 status
+
+
+class kvm_pic_state(C.Structure):  # noqa: N801
+    _fields_ = [
+        (n, u8)
+        for n in (
+            "last_irr", "irr", "imr", "isr", "priority_add", "irq_base", "read_reg_select",
+            "poll", "special_mask", "init_state", "auto_eoi", "rotate_on_auto_eoi",
+            "special_fully_nested_mode", "init4", "elcr", "elcr_mask",
+        )
+    ]  # fmt: skip
+
+
+class kvm_irqchip(C.Structure):  # noqa: N801
+    """The in-kernel PIC master (chip 0), slave (1) or IOAPIC (2); ``chip`` is the union."""
+
+    _fields_ = [("chip_id", u32), ("pad", u32), ("chip", C.c_char * 512)]
+
+
+class kvm_lapic_state(C.Structure):  # noqa: N801
+    _fields_ = [("regs", C.c_char * 1024)]
+
+
 class kvm_guest_debug_arch(C.Structure):  # noqa: N801
     _fields_ = [("debugreg", u64 * 8)]
 
@@ -412,6 +437,10 @@ KVM_GET_DIRTY_LOG = _IOW(0x42, kvm_dirty_log)
 KVM_SET_USER_MEMORY_REGION = _IOW(0x46, kvm_userspace_memory_region)
 KVM_SET_TSS_ADDR = _IO(0x47)
 KVM_SET_IDENTITY_MAP_ADDR = _IOW(0x48, u64)
+KVM_CREATE_IRQCHIP = _IO(0x60)
+KVM_IRQ_LINE = _IOW(0x61, kvm_irq_level)
+KVM_GET_IRQCHIP = _IOWR(0x62, kvm_irqchip)
+KVM_SET_IRQCHIP = _IOR(0x63, kvm_irqchip)
 KVM_RUN = _IO(0x80)
 KVM_GET_REGS = _IOR(0x81, kvm_regs)
 KVM_SET_REGS = _IOW(0x82, kvm_regs)
@@ -424,6 +453,8 @@ KVM_GET_FPU = _IOR(0x8C, kvm_fpu)
 KVM_SET_FPU = _IOW(0x8D, kvm_fpu)
 KVM_SET_CPUID2 = _IOW(0x90, kvm_cpuid2_hdr)
 KVM_GET_CPUID2 = _IOWR(0x91, kvm_cpuid2_hdr)
+KVM_GET_LAPIC = _IOR(0x8E, kvm_lapic_state)
+KVM_SET_LAPIC = _IOW(0x8F, kvm_lapic_state)
 KVM_GET_MP_STATE = _IOR(0x98, kvm_mp_state)
 KVM_SET_MP_STATE = _IOW(0x99, kvm_mp_state)
 KVM_SET_GUEST_DEBUG = _IOW(0x9B, kvm_guest_debug)

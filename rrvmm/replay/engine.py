@@ -21,7 +21,7 @@ from ..kvm.backend import ExitKind, VcpuExit
 from ..kvm.memslots import PAGE
 from ..machine import Machine, MachineConfig, MachineStop, RunResult
 from ..mmu import PageFault, read_virtual, translate
-from ..session import _checked, _images_for_replay, make_backend
+from ..session import _checked, _images_for_replay, replay_backend
 from .container import TraceReader
 from .fingerprint import Landing, memory_fingerprint, pages_of, regs_fingerprint
 from .replayer import Replayer, TraceEnded
@@ -89,9 +89,7 @@ class ReplayEngine:
         self.total_exits = (reader.footer or {}).get("exits") or (
             reader.chunks[-1].last_exit if reader.chunks else 0
         )
-        self.cpu: Any = make_backend(
-            backend or header.get("backend", "kvm"), self.config.memory, kvm_device
-        )
+        self.cpu: Any = replay_backend(header, backend, kvm_device)
         self.cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
         self.exact_flags = self.cpu.name == header.get("backend", "kvm")
         # recorded and replayed on a CPU that counts instructions: landings by count

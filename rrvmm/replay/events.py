@@ -17,20 +17,21 @@ __all__ = ["EventKind", "EVENT_FIELDS", "describe"]
 
 class EventKind(IntEnum):
     EXIT = 1  # [1, exit_kind, addr, size, value, rip]: every VM exit, for verification
-    LANDING = 2  # [2, regs_hash, rflags, mem_hash, portable_mem_hash, progressed, insns]
+    LANDING = 2  # [2, regs_hash, rflags, mem_hash, portable_mem_hash, progressed, insns, halted]
     TIMER = 3  # [3, late_ns]: the device deadline passed; clock = deadline + late_ns
     CLOCK = 4  # [4, clock_ns]: a device read the guest clock (PIT counter/status read)
     WALL = 5  # [5, unix_seconds_float]: the RTC read the wall clock
     SERIAL_RX = 6  # [6, bytes]: host bytes pushed into the UART receive FIFO
     INJECT = 7  # [7, vector]: an external interrupt injected before the next entry
     TSC = 8  # [8, tsc_offset]: the virtual TSC's offset after the guest halted (soft backend)
+    IRQ_LINE = 9  # [9, line, level]: kernel irqchip: a device line into KVM's PIC changed
 
 
 EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
     EventKind.EXIT: ("exit_kind", "addr", "size", "value", "rip"),
     EventKind.LANDING: (
         "regs_hash", "rflags", "memory_hash", "portable_memory_hash", "progressed",
-        "instructions",
+        "instructions", "halted",
     ),  # fmt: skip
     EventKind.TIMER: ("late_ns",),
     EventKind.CLOCK: ("clock_ns",),
@@ -38,6 +39,7 @@ EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
     EventKind.SERIAL_RX: ("data",),
     EventKind.INJECT: ("vector",),
     EventKind.TSC: ("tsc_offset",),
+    EventKind.IRQ_LINE: ("line", "level"),
 }
 
 

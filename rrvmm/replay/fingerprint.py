@@ -61,13 +61,14 @@ class Landing(NamedTuple):
     portable_memory_hash: int
     progressed: bool
     instructions: int | None  # exact count, from backends that count instructions
+    halted: bool = False  # kernel irqchip: the vCPU was in HLT (RIP is after it)
 
     @classmethod
     def from_events(cls, exit_ev: Sequence[Any], landing_ev: Sequence[Any]) -> Landing:
-        _, regs_hash, rflags, mem, portable, progressed, count = landing_ev
+        _, regs_hash, rflags, mem, portable, progressed, count, *rest = landing_ev
         return cls(
             ExitKind(exit_ev[1]), exit_ev[5], regs_hash, rflags, mem, portable,
-            bool(progressed), count,
+            bool(progressed), count, bool(rest and rest[0]),
         )  # fmt: skip
 
     def memory_matches(
@@ -92,13 +93,21 @@ def landing_payload(
     read_page: Callable[[int], bytes],
     progressed: bool,
     instructions: int | None,
+    halted: bool = False,
 ) -> list[Any]:
-    """The LANDING event for a forced exit with these registers and written pages."""
-    return [
+    """The LANDING event for a forced exit with these registers and written pages.
+
+    ``halted`` is written only when true, so traces without a kernel irqchip keep the
+    seven-field form older readers know.
+    """
+    event = [
         EventKind.LANDING, regs_fingerprint(regs), regs["rflags"] & ~_RFLAGS_IGNORED,
         memory_fingerprint(dirty, read_page), memory_fingerprint(dirty, read_page, True),
         progressed, instructions,
     ]  # fmt: skip
+    if halted:
+        event.append(True)
+    return event
 
 
 # A second, "portable" memory hash leaves out, in every 64-bit word, the bits where CPU

@@ -106,15 +106,23 @@ class Recorder(Seam):
         cpu: Any = self.cpu
         progressed = not (self._injected_before_entry and cpu.injection_pending())
         count = getattr(cpu, "instructions", None)
-        return landing_payload(cpu.get_regs(), cpu.dirty_bitmap(), cpu.ram_page, progressed, count)
+        # kernel irqchip: the kick may find the vCPU halted inside KVM, which replay must
+        # reach by running into the same HLT (a breakpoint after it would never fire)
+        halted = getattr(cpu, "kernel_irqchip", None) is not None and cpu.halted()
+        return landing_payload(
+            cpu.get_regs(), cpu.dirty_bitmap(), cpu.ram_page, progressed, count, halted
+        )
 
     def on_inject(self, index: int, vector: int) -> None:
         self._injected_before_entry = True
         self._log([EventKind.INJECT, vector])
 
+    def on_irq_line(self, index: int, line: int, level: bool) -> None:
+        self._log([EventKind.IRQ_LINE, line, int(level)])
+
     # --- pass-through ---
-    def entering_guest(self, deadline_ns: int | None) -> None:
-        self.live.entering_guest(deadline_ns)
+    def entering_guest(self, deadline_ns: int | None, halt_in_kernel: bool = False) -> None:
+        self.live.entering_guest(deadline_ns, halt_in_kernel)
 
     def stop_requested(self) -> bool:
         return self.live.stop_requested()

@@ -8,11 +8,13 @@ fingerprint of the state is compared until it matches (see ``fingerprint``).
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..kicker import Kicker
 from ..kvm.backend import GPR_NAMES, ExitKind, VcpuExit
 from ..seam import Seam
 from .events import EventKind
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["Replayer", "ReplayDivergence", "TraceEnded", "ExitCheck"]
 
 _READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
+_HALT_LANDING_POLL_NS = 200_000  # kernel irqchip: how often replay looks for a halted vCPU
+_HALT_DIVERGENCE_POLL_NS = 20_000_000  # ... when no landing is due (a halt = divergence)
 _EXIT_FIELDS = ("kind", "addr", "size", "value", "rip")
 
 
@@ -122,6 +126,7 @@ class Replayer(Seam):
         self.stats = ReplayStats()
         self._pending_read: list | None = None
         self.progress: Callable[[int], None] | None = None
+        self._poller: Kicker | None = None  # kicks a vCPU that may be halted in KVM
         cpu.enable_dirty_log()  # type: ignore[attr-defined]
 
     def booted(self) -> None:
@@ -308,6 +313,15 @@ class Replayer(Seam):
                 f"vector {vector:#x}",
             )
 
+    def on_irq_line(self, index: int, line: int, level: bool) -> None:
+        ev = self._next_is(EventKind.IRQ_LINE)
+        if ev is None or (ev[1], bool(ev[2])) != (line, level):
+            raise self._diverged(
+                "interrupt line",
+                f"IRQ{ev[1]} {'high' if ev[2] else 'low'}" if ev else "no line change",
+                f"IRQ{line} {'high' if level else 'low'}",
+            )
+
     def idle(self, deadline_ns: int | None) -> None:
         # the recorder may have idled more than once (a wake-up with nothing due): each
         # time the TSC moved on is one event, the last one holds
@@ -331,6 +345,8 @@ class Replayer(Seam):
         idx, payload = ev
         if payload[0] == EventKind.EXIT and ExitKind(payload[1]) in FORCED_EXITS:
             return self._land(cpu, ExitKind(payload[1]), payload[5])
+        if getattr(cpu, "kernel_irqchip", None) is not None:
+            return self._run_watching_halt(cpu)
         return cpu.run()
 
     def _land(self, cpu: Any, kind: ExitKind, rip: int) -> VcpuExit:
@@ -345,6 +361,8 @@ class Replayer(Seam):
             return cpu.forge_exit(kind, rip)
         if self.exact_counts and target.instructions is not None:
             return self._land_by_count(cpu, kind, target.instructions)
+        if target.halted:
+            return self._land_halted(cpu, target)
         # KVM keeps accumulating the dirty log until it is read, so it is read only when
         # the registers already match; the union is what the recorder hashed.
         dirty = 0
@@ -353,10 +371,12 @@ class Replayer(Seam):
             dirty = cpu.dirty_bitmap()
             if target.memory_matches(dirty, cpu.ram_page, self.exact_flags):
                 return cpu.forge_exit(kind, rip)
+        kernel = getattr(cpu, "kernel_irqchip", None) is not None
+        at_hlt: bool | None = None
         cpu.set_debug([rip])
         try:
             while True:
-                ex = cpu.run()
+                ex = self._run_watching_halt(cpu) if kernel else cpu.run()
                 if ex.kind is not ExitKind.DEBUG or ex.rip != rip:
                     return ex  # a real exit first: the verification reports it
                 self.stats.landing_hits += 1
@@ -365,13 +385,69 @@ class Replayer(Seam):
                     if target.memory_matches(dirty, cpu.ram_page, self.exact_flags):
                         ex.kind, ex.addr, ex.size, ex.data, ex.detail = kind, 0, 0, b"", ""
                         return ex
-                cpu.set_debug([], single_step=True)
-                ex = cpu.run()
-                if ex.kind is not ExitKind.DEBUG:
-                    return ex
+                if at_hlt is None:
+                    at_hlt = kernel and cpu.at_hlt()  # the same instruction at every hit
+                if at_hlt:
+                    cpu.halt()  # a single-stepped HLT would block inside KVM
+                else:
+                    cpu.set_debug([], single_step=True)
+                    ex = self._run_watching_halt(cpu) if kernel else cpu.run()
+                    if ex.kind is not ExitKind.DEBUG:
+                        return ex
                 cpu.set_debug([rip])
         finally:
             cpu.set_debug([])
+
+    def _run_watching_halt(self, cpu: Any) -> VcpuExit:
+        """Kernel irqchip: run, but a guest halted for good is a divergence, not a hang."""
+        if self._poller is None:
+            self._poll(cpu, _HALT_DIVERGENCE_POLL_NS)
+        while True:
+            ex = cpu.run()
+            if ex.kind is not ExitKind.INTR:
+                return ex
+            if cpu.halted() and cpu.deliverable_vector() is None:
+                raise self._diverged(
+                    "running guest", "a forced exit while running", f"halted at RIP {ex.rip:#x}"
+                )
+
+    def _land_halted(self, cpu: Any, target: Landing) -> VcpuExit:
+        """Kernel irqchip: run until the vCPU halts in the recorded HLT.
+
+        A halted vCPU sits inside KVM_RUN and nothing but rrvmm can wake it, so the guest
+        is kicked (from ``_HALT_LANDING_POLL_NS`` on, backing off) until it is found halted;
+        kicks are invisible to it. Halted in another state is a divergence: it would wait
+        there for ever.
+        """
+        self._poll(cpu, _HALT_LANDING_POLL_NS)
+        while True:
+            ex = cpu.run()
+            if ex.kind is not ExitKind.INTR:
+                return ex  # a real exit first: the verification reports it
+            if not cpu.halted():
+                continue
+            self.stats.landing_hits += 1
+            if target.regs_match(cpu.get_regs(), self.exact_flags) and target.memory_matches(
+                cpu.dirty_bitmap(), cpu.ram_page, self.exact_flags
+            ):
+                ex.kind = target.kind
+                return ex
+            raise self._diverged(
+                "halted guest", f"halted at RIP {target.rip:#x}",
+                f"halted at RIP {ex.rip:#x} in another state",
+            )  # fmt: skip
+
+    def _poll(self, cpu: Any, first_ns: int) -> None:
+        """Kick the vCPU ``first_ns`` from now, then again and again with a growing delay
+        (the kicker's retry), so that a vCPU halted inside KVM is always looked at."""
+        if self._poller is None:
+            self._poller = Kicker(cpu.kick)
+        self._poller.arm(time.monotonic_ns() + first_ns)
+
+    def close(self) -> None:
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
 
     def _land_by_count(self, cpu: Any, kind: ExitKind, count: int) -> VcpuExit:
         """Run exactly to instruction ``count``: an exact CPU needs no search."""

@@ -20,7 +20,8 @@ STRUCTS = [
     "kvm_regs", "kvm_sregs", "kvm_segment", "kvm_dtable", "kvm_fpu", "kvm_vcpu_events",
     "kvm_debugregs", "kvm_guest_debug", "kvm_xsave", "kvm_xcrs", "kvm_run",
     "kvm_userspace_memory_region", "kvm_dirty_log", "kvm_cpuid_entry2", "kvm_msr_entry",
-    "kvm_sync_regs", "kvm_debug_exit_arch",
+    "kvm_sync_regs", "kvm_debug_exit_arch", "kvm_irq_level", "kvm_pic_state", "kvm_irqchip",
+    "kvm_lapic_state",
 ]  # fmt: skip
 OFFSETS = [
     ("kvm_run", "exit_reason"), ("kvm_run", "ready_for_interrupt_injection"),
@@ -38,6 +39,8 @@ IOCTLS = [
     "KVM_GET_DEBUGREGS", "KVM_SET_DEBUGREGS", "KVM_GET_XSAVE", "KVM_SET_XSAVE",
     "KVM_GET_XCRS", "KVM_SET_XCRS", "KVM_GET_MP_STATE", "KVM_SET_MP_STATE",
     "KVM_CREATE_VM", "KVM_CREATE_VCPU", "KVM_GET_VCPU_MMAP_SIZE", "KVM_CHECK_EXTENSION",
+    "KVM_CREATE_IRQCHIP", "KVM_IRQ_LINE", "KVM_GET_IRQCHIP", "KVM_SET_IRQCHIP", "KVM_GET_LAPIC",
+    "KVM_SET_LAPIC",
 ]  # fmt: skip
 
 
