@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
@@ -208,3 +209,12 @@ def test_iasl_disassembles_the_dsdt(built: AcpiTables, tmp_path: Path) -> None:
     facp = (tmp_path / "facp.dsl").read_text()
     assert "Hardware Reduced (V5) : 0" in facp
     assert "PM1A Control Block Address : 00000604" in facp
+
+
+def test_docs_layout_table_matches_the_build(built: AcpiTables) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "acpi.md").read_text()
+    rows = re.findall(
+        r"^\| (RSDP|FACS|FACP|RSDT|XSDT|DSDT) \| (0x[0-9A-F]+) \| (\d+) \|", doc, re.M
+    )
+    documented = {sig: (int(addr, 16), int(length)) for sig, addr, length in rows}
+    assert documented == {s: (built.addresses[s], len(t)) for s, t in built.tables.items()}
