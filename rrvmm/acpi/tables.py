@@ -150,7 +150,9 @@ def _fadt(machine: AcpiMachine, facs_addr: int, dsdt_addr: int) -> bytes:
     def put(offset: int, fmt: str, *values: int | bytes) -> None:
         struct.pack_into("<" + fmt, body, offset - HEADER_LEN, *values)
 
-    put(36, "I", facs_addr)  # FIRMWARE_CTRL
+    # FIRMWARE_CTRL stays 0: ACPI 6.x 5.2.9 requires it to be zero when X_FIRMWARE_CTRL is
+    # set (Linux would otherwise install the FACS twice).
+    put(36, "I", 0)
     put(40, "I", dsdt_addr)  # DSDT
     put(45, "B", 0)  # Preferred_PM_Profile: unspecified
     put(46, "H", machine.sci_irq)  # SCI_INT
