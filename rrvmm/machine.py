@@ -38,6 +38,10 @@ PIT_IRQ = 0
 DEBUG_EXIT_PORT = 0xF4
 RFLAGS_IF = 1 << 9
 MIN_MEMORY = 2 << 20
+# kernel irqchip: an edge the guest cannot take yet is retried after a kick this soon; with
+# nothing due, a kick this often shows whether the guest halted for good
+LINE_RETRY_NS = 200_000
+HALT_POLL_NS = 100_000_000
 
 
 @dataclass
@@ -95,6 +99,10 @@ class Machine:
 
         # kernel irqchip: KVM's 8259 takes the lines, and its ports never exit
         self.kernel_irqchip = getattr(cpu, "kernel_irqchip", None) is not None
+        self._line_level: dict[int, bool] = {}  # what the devices drive
+        self._line_kvm: dict[int, bool] = {}  # what KVM's PIC was given
+        self._line_edge: set[int] = set()  # rising edges not yet given to KVM
+        self._lines_waiting = False
         self.pic = Pic8259Pair()
         irq = self._kernel_line if self.kernel_irqchip else self.pic.set_irq
         self.pit = Pit8254(_SeamClock(), IrqLine(PIT_IRQ, irq))
@@ -119,8 +127,39 @@ class Machine:
 
     # --- device callbacks ---
     def _kernel_line(self, line: int, level: bool) -> None:
-        """A device line into KVM's PIC: only ever here, between exits (see kernel_irqchip)."""
+        """A device changed a line into KVM's PIC: noted, handed over before the next entry.
+
+        A rising edge is kept (a pulse within one exit must not vanish) until
+        ``_apply_kernel_lines`` can give it to KVM at a point where it is taken at once.
+        """
+        if level and not self._line_level.get(line, False):
+            self._line_edge.add(line)
+        self._line_level[line] = level
+
+    def _apply_kernel_lines(self) -> None:
+        """Hand line changes to KVM (and the seam): lowering at once, a rising edge only
+        where the guest takes it at the entry (``edge_taken_at_entry``); the rest waits
+        for a later exit, and the seam is asked to make one soon."""
+        cpu: Any = self.cpu
+        self._lines_waiting = False
+        for line in sorted(self._line_level):
+            level = self._line_level[line]
+            if line in self._line_edge:
+                if not cpu.edge_taken_at_entry(line):
+                    self._lines_waiting = True
+                    continue
+                self._line_edge.discard(line)
+                self._set_kernel_line(line, True)
+            if self._line_kvm.get(line, False) != level:
+                self._set_kernel_line(line, level)
+
+    def _set_kernel_line(self, line: int, level: bool) -> None:
+        if self._line_kvm.get(line, False) == level:
+            if not level:
+                return
+            self.cpu.set_irq_line(line, False)  # type: ignore[attr-defined]  # for an edge
         self.cpu.set_irq_line(line, level)  # type: ignore[attr-defined]
+        self._line_kvm[line] = level
         self.seam.on_irq_line(self.exit_index, line, level)
 
     def _serial_tx(self, data: bytes) -> None:
@@ -177,7 +216,10 @@ class Machine:
     def prepare_entry(self) -> None:
         """Between exits: timers, serial input, interrupt delivery; then tell the seam."""
         self._between_exits()
-        self.seam.entering_guest(self.pit.next_deadline_ns(), self.kernel_irqchip)
+        poll = None
+        if self.kernel_irqchip:
+            poll = LINE_RETRY_NS if self._lines_waiting else HALT_POLL_NS
+        self.seam.entering_guest(self.pit.next_deadline_ns(), poll)
 
     def handle_exit(self, ex: VcpuExit) -> None:
         """Count, report and dispatch one exit; MachineStop when the guest ended."""
@@ -199,6 +241,11 @@ class Machine:
     def snapshot(self) -> dict[str, Any]:
         """Machine-level state (devices and counters), plain data."""
         out: dict[str, Any] = {"exit_index": self.exit_index, "stats": dict(self.stats)}
+        if self.kernel_irqchip:
+            out["kernel_lines"] = [
+                sorted(self._line_level.items()), sorted(self._line_kvm.items()),
+                sorted(self._line_edge),
+            ]  # fmt: skip
         for name, dev in self.devices().items():
             if hasattr(dev, "state"):
                 out[name] = device_state.snapshot(dev)
@@ -207,6 +254,10 @@ class Machine:
     def restore(self, snap: dict[str, Any]) -> None:
         self.exit_index = snap["exit_index"]
         self.stats = dict(snap["stats"])
+        if "kernel_lines" in snap:
+            level, kvm, edges = snap["kernel_lines"]
+            self._line_level, self._line_kvm = dict(level), dict(kvm)
+            self._line_edge = set(edges)
         for name, dev in self.devices().items():
             if name in snap:
                 device_state.restore(dev, snap[name])
@@ -329,7 +380,8 @@ class Machine:
 
     def _deliver_interrupt(self) -> None:
         if self.kernel_irqchip:
-            return  # KVM delivers; lines were set as devices changed them
+            self._apply_kernel_lines()  # KVM delivers
+            return
         cpu = self.cpu
         if not self.pic.has_interrupt():
             cpu.request_interrupt_window(False)

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Seam", "LiveSeam"]
 
-HALT_POLL_NS = 100_000_000  # kernel irqchip, no deadline: look at a halted guest this often
-
 
 class Seam:
     """Base: the hooks the machine calls. Subclasses answer or check them."""
@@ -49,11 +47,11 @@ class Seam:
     def booted(self) -> None:
         """The loader has written the guest images; the guest has not run yet."""
 
-    def entering_guest(self, deadline_ns: int | None, halt_in_kernel: bool = False) -> None:
+    def entering_guest(self, deadline_ns: int | None, poll_ns: int | None = None) -> None:
         """Called before each entry with the next device deadline (guest ns).
 
-        ``halt_in_kernel``: HLT does not exit (kernel irqchip), so with no deadline a live
-        seam still kicks now and then to see whether the guest halted for good.
+        ``poll_ns`` (kernel irqchip): a live seam kicks the vCPU this soon even without a
+        deadline, as HLT does not exit and a held-back interrupt edge waits for an exit.
         """
 
     def run(self, cpu: CpuBackend) -> VcpuExit:
@@ -100,14 +98,13 @@ class LiveSeam(Seam):
             self._kicker.close()
             self._kicker = None
 
-    def entering_guest(self, deadline_ns: int | None, halt_in_kernel: bool = False) -> None:
+    def entering_guest(self, deadline_ns: int | None, poll_ns: int | None = None) -> None:
         if self._kicker is not None:
-            if deadline_ns is not None:
-                self._kicker.arm(deadline_ns + self._t0)
-            elif halt_in_kernel:
-                self._kicker.arm(time.monotonic_ns() + HALT_POLL_NS)
-            else:
-                self._kicker.arm(None)
+            at = None if deadline_ns is None else deadline_ns + self._t0
+            if poll_ns is not None:
+                poll_at = time.monotonic_ns() + poll_ns
+                at = poll_at if at is None else min(at, poll_at)
+            self._kicker.arm(at)
 
     def stop_requested(self) -> bool:
         return self._serial is not None and self._serial.quit_requested
@@ -181,7 +178,7 @@ class InstructionClockSeam(LiveSeam):
         now = self.clock_ns()
         return now if now >= deadline_ns else None
 
-    def entering_guest(self, deadline_ns: int | None, halt_in_kernel: bool = False) -> None:
+    def entering_guest(self, deadline_ns: int | None, poll_ns: int | None = None) -> None:
         if deadline_ns is None:
             limit = None
         else:

@@ -63,16 +63,26 @@ class KernelIrqchip:
             ioctl(self.vm.fd, K.KVM_SET_IRQCHIP, K.kvm_irqchip.from_buffer_copy(state[name]))
         vcpu.set(K.KVM_SET_LAPIC, K.kvm_lapic_state.from_buffer_copy(state["lapic"]))
 
-    def pending_vector(self) -> int | None:
-        """The vector the PIC would hand the CPU at its next INTA, if any.
+    def pending_vector(self, raise_line: int | None = None) -> int | None:
+        """The vector the PIC would hand the CPU at its next INTA, if any (after a rising
+        edge on ``raise_line``, if given: nothing is changed in KVM).
 
         Computed by rrvmm's own 8259 model from the kernel's registers: the debugger
-        needs it to stop at a handler's first instruction when an interrupt is taken.
+        needs it to stop at a handler's first instruction, the machine to know whether
+        an edge would be taken at once.
         """
         pair = Pic8259Pair()
         for chip, cid in ((pair.state.master, 0), (pair.state.slave, 1)):
             _load(chip, K.kvm_pic_state.from_buffer_copy(bytes(self._get(cid)), 8))
+        if raise_line is not None:
+            pair.set_irq(raise_line, False)
+            pair.set_irq(raise_line, True)
         return pair.pending_vector()
+
+    def line_vector(self, line: int) -> int:
+        """The vector the PIC's current programming gives ``line``."""
+        chip = K.kvm_pic_state.from_buffer_copy(bytes(self._get(0 if line < 8 else 1)), 8)
+        return chip.irq_base + (line & 7)
 
     def lapic_timer_armed(self, vcpu: KvmVcpu) -> bool:
         """The guest enabled the local APIC and started its timer (not recordable)."""

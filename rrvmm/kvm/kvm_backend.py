@@ -350,6 +350,26 @@ class KvmBackend:
             return ev.interrupt.nr if ev.interrupt.injected else None
         return chip.pending_vector()
 
+    def edge_taken_at_entry(self, line: int) -> bool:
+        """Kernel irqchip: a rising edge on ``line`` now would be delivered at the next entry.
+
+        Only such edges are handed to KVM: one it would hold pending is delivered when
+        the guest opens its window, and KVM's instruction emulator (kvm_pvm hosts) notices
+        that only at the end of a batch of instructions that began at the last entry, a
+        point replay cannot reproduce.
+        """
+        chip = self.kernel_irqchip
+        assert chip is not None
+        if not self.get_regs()["rflags"] & (1 << 9):
+            return False
+        ev = self.vcpu.get(K.KVM_GET_VCPU_EVENTS, K.kvm_vcpu_events)
+        # An interrupt already on its way (pending in the PIC, or acknowledged and queued
+        # by an entry that a kick cut short) holds the edge back either way: which of the
+        # two KVM shows depends on where the kick fell, not on the guest.
+        if ev.interrupt.shadow or ev.interrupt.injected or chip.pending_vector() is not None:
+            return False
+        return chip.pending_vector(raise_line=line) == chip.line_vector(line)
+
     def lapic_timer_armed(self) -> bool:
         return self.kernel_irqchip is not None and self.kernel_irqchip.lapic_timer_armed(self.vcpu)
 

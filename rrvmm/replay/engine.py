@@ -59,6 +59,10 @@ class _Watch:
         return addr < self.address + self.length and self.address < addr + size
 
 
+_HALT_POLL_NS = 200_000  # kernel irqchip: a halted landing is due, look for it soon
+_STUCK_POLL_NS = 20_000_000  # otherwise only so that a stuck guest does not hang the stub
+
+
 class _Hit(Exception):
     """Internal: a breakpoint or watchpoint was hit while running."""
 
@@ -339,11 +343,20 @@ class ReplayEngine:
         if landing is not None and self._landing_match(landing):
             self._take_landing(landing)
             return None
-        if injected:
-            # the injected interrupt is delivered at entry: stop at the handler's first
-            # instruction (a single step would run it before reporting)
-            handler = self._interrupt_handler(self.machine.last_vector)
-            self.cpu.set_debug([handler])
+        vector = self.machine.last_vector if injected else None
+        if self.machine.kernel_irqchip:
+            vector = self.cpu.deliverable_vector()  # KVM's 8259 delivers at the next entry
+            if vector is None and self.cpu.halted():
+                raise TargetError(
+                    "replay diverged: the guest is halted here, the recording goes on"
+                )
+            if vector is None and self.cpu.at_hlt():
+                self.cpu.halt()  # a single-stepped HLT would block inside KVM
+                return self._stepped()
+        if vector is not None:
+            # the interrupt is delivered at entry: stop at the handler's first instruction
+            # (a single step would run it before reporting)
+            self.cpu.set_debug([self._interrupt_handler(vector)])
         else:
             self.cpu.set_debug([], single_step=True)
         try:
@@ -361,6 +374,9 @@ class ReplayEngine:
                 return self._watch_hit
         finally:
             self.cpu.set_debug([])
+        return self._stepped()
+
+    def _stepped(self) -> Stop | None:
         self.stats["steps"] += 1
         if self.n is not None:
             self.n += 1
@@ -409,6 +425,10 @@ class ReplayEngine:
             if landing is not None and rip == landing.rip and self._landing_match(landing):
                 self._take_landing(landing)
                 continue
+            if self.machine.kernel_irqchip:
+                # a halted landing is no breakpoint hit: look at the vCPU now and then
+                halted = landing is not None and landing.halted
+                self.replayer.poll_vcpu(self.cpu, _HALT_POLL_NS if halted else _STUCK_POLL_NS)
             self.cpu.set_debug(sorted(set(arm)))
             if counted:
                 self.cpu.set_instruction_limit(landing.instructions)
@@ -441,6 +461,13 @@ class ReplayEngine:
                 self._watch_hit = None
                 continue
             if ex.kind is ExitKind.INTR:
+                if self.machine.kernel_irqchip and self.cpu.halted():
+                    if landing is not None and landing.halted and self._landing_match(landing):
+                        self._take_landing(landing)
+                    elif self.cpu.deliverable_vector() is None:
+                        raise TargetError(
+                            "replay diverged: the guest halted where the recording went on"
+                        )
                 continue
             self._handle_exit(ex)
 
@@ -699,4 +726,5 @@ class ReplayEngine:
         return run_monitor(self, command)
 
     def close(self) -> None:
+        self.replayer.close()
         self.cpu.close()

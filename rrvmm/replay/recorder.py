@@ -121,8 +121,8 @@ class Recorder(Seam):
         self._log([EventKind.IRQ_LINE, line, int(level)])
 
     # --- pass-through ---
-    def entering_guest(self, deadline_ns: int | None, halt_in_kernel: bool = False) -> None:
-        self.live.entering_guest(deadline_ns, halt_in_kernel)
+    def entering_guest(self, deadline_ns: int | None, poll_ns: int | None = None) -> None:
+        self.live.entering_guest(deadline_ns, poll_ns)
 
     def stop_requested(self) -> bool:
         return self.live.stop_requested()

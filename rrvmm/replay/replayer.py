@@ -401,7 +401,7 @@ class Replayer(Seam):
     def _run_watching_halt(self, cpu: Any) -> VcpuExit:
         """Kernel irqchip: run, but a guest halted for good is a divergence, not a hang."""
         if self._poller is None:
-            self._poll(cpu, _HALT_DIVERGENCE_POLL_NS)
+            self.poll_vcpu(cpu, _HALT_DIVERGENCE_POLL_NS)
         while True:
             ex = cpu.run()
             if ex.kind is not ExitKind.INTR:
@@ -419,7 +419,7 @@ class Replayer(Seam):
         kicks are invisible to it. Halted in another state is a divergence: it would wait
         there for ever.
         """
-        self._poll(cpu, _HALT_LANDING_POLL_NS)
+        self.poll_vcpu(cpu, _HALT_LANDING_POLL_NS)
         while True:
             ex = cpu.run()
             if ex.kind is not ExitKind.INTR:
@@ -437,7 +437,7 @@ class Replayer(Seam):
                 f"halted at RIP {ex.rip:#x} in another state",
             )  # fmt: skip
 
-    def _poll(self, cpu: Any, first_ns: int) -> None:
+    def poll_vcpu(self, cpu: Any, first_ns: int) -> None:
         """Kick the vCPU ``first_ns`` from now, then again and again with a growing delay
         (the kicker's retry), so that a vCPU halted inside KVM is always looked at."""
         if self._poller is None:

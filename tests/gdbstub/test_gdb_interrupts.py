@@ -1,0 +1,83 @@
+"""gdb steps into and back out of a timer interrupt, with either interrupt controller.
+
+The interrupt is taken between two guest instructions: a stop at the handler's first
+instruction, a reverse-stepi to the instruction it interrupted (the RIP the CPU pushed),
+and a stepi into the handler again must all land exactly, whether rrvmm's 8259 injected
+it (user irqchip) or KVM's delivered it on its own (kernel irqchip).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gdb_driver import Gdb, ReplayServer
+from rrvmm_cli import rrvmm
+
+MODES = [
+    pytest.param(("kvm", "user"), marks=pytest.mark.kvm, id="kvm-user"),
+    pytest.param(("kvm", "kernel"), marks=pytest.mark.kvm, id="kvm-kernel"),
+    pytest.param(("soft", "user"), id="soft"),
+]
+# timer halts between ticks (the tick wakes a HLT); irqhash is interrupted mid-loop (on
+# the software CPU guest time is instruction time: a faster tick gives it a few)
+GUESTS = [
+    ("timer", {"kvm": "", "soft": ""}),
+    ("irqhash", {"kvm": "hz=1000 loops=1", "soft": "hz=10000 loops=3"}),
+]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def mode(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return request.param
+
+
+@pytest.fixture(params=GUESTS, ids=[g for g, _ in GUESTS])
+def session(
+    request: pytest.FixtureRequest, mode: tuple[str, str], tmp_path: Path, guest_dir: Path
+) -> Iterator[Gdb]:
+    name, appends = request.param
+    backend, irqchip = mode
+    append = appends[backend]
+    trace = tmp_path / f"{name}.rrt"
+    args = ["--irqchip", irqchip] if backend == "kvm" else []
+    r = rrvmm(
+        "record", "--backend", backend, *args, "--kernel", str(guest_dir / f"{name}.mb"),
+        "--append", append, "-o", str(trace), stdin=None,
+    )  # fmt: skip
+    assert r.status == 0, r.err
+    server = ReplayServer(trace)
+    g = Gdb(guest_dir / f"{name}.elf")
+    try:
+        g.cmd(f"target remote 127.0.0.1:{server.port}")
+        yield g
+    finally:
+        g.close()
+        server.close()
+
+
+def _regs(g: Gdb) -> str:
+    return g.cmd("info registers rax rbx rcx rdx rsi rdi rbp rsp r8 r9 r10 r11 rip eflags")
+
+
+def test_reverse_stepi_out_of_an_interrupt_delivery(session: Gdb) -> None:
+    g = session
+    g.cmd("break isr_32")
+    for _ in range(3):  # the third tick: well inside the run
+        stop = g.run("continue")
+        assert stop.get("reason") == "breakpoint-hit", stop
+    entry = g.pc()
+    at_entry = _regs(g)
+    # the CPU pushed the interrupted RIP; the instruction before the delivery is there
+    interrupted = int(g.cmd("x/gx $rsp").split(":")[1].split()[0], 16)
+    g.cmd("delete")
+    g.run("reverse-stepi")
+    assert g.pc() == interrupted, (hex(g.pc()), hex(interrupted))
+    g.run("stepi")
+    assert g.pc() == entry
+    assert _regs(g) == at_entry
+    # and once more, from a stop reached going backwards
+    g.run("reverse-stepi")
+    assert g.pc() == interrupted
