@@ -69,6 +69,23 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
         help="interrupt controller on KVM: user = rrvmm's 8259, kernel = KVM's (fewer exits);"
         " default: the faster one, see README",
     )
+    p.add_argument("--disk", metavar="IMAGE", help="a virtio-blk disk image")
+    p.add_argument(
+        "--disk-write",
+        action="store_true",
+        help="write the disk image itself (default: a copy-on-write overlay, the image is"
+        " never changed)",
+    )
+    p.add_argument("--net", metavar="udp:HOST:PORT", help="virtio-net host end: a UDP port")
+    p.add_argument(
+        "--vconsole", metavar="udp:HOST:PORT", help="virtio-console host end: a UDP port"
+    )
+    p.add_argument(
+        "--virtio-cmdline",
+        action="store_true",
+        help="also announce the virtio devices on the kernel command line"
+        " (virtio_mmio.device=...; ACPI always describes them)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -89,6 +106,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rep.add_argument("trace")
     rep.add_argument("--kernel", help="the kernel image, if not at the recorded path")
     rep.add_argument("--initrd", help="the initrd image, if not at the recorded path")
+    rep.add_argument("--disk", help="the disk image, if not at the recorded path")
     rep.add_argument(
         "--backend",
         choices=("kvm", "soft", "auto"),
@@ -152,7 +170,16 @@ def _machine_setup(args: argparse.Namespace):  # noqa: ANN202
     memory = parse_memory(args.memory)
     kernel_path = Path(args.kernel) if args.kernel else demo_kernel_path()
     images = GuestImages.load(kernel_path, args.initrd)
-    config = MachineConfig(memory=memory, cmdline=args.append, kernel_name=kernel_path.name)
+    config = MachineConfig(
+        memory=memory,
+        cmdline=args.append,
+        kernel_name=kernel_path.name,
+        virtio_cmdline=args.virtio_cmdline,
+        disk=args.disk,
+        disk_write=args.disk_write,
+        net=args.net,
+        vconsole=args.vconsole,
+    )
     cpu = make_backend(args.backend, memory, kvm_device_path(), args.irqchip)
     return images, config, cpu
 
@@ -242,6 +269,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             progress=progress,
             kvm_device=kvm_device_path(),
             backend=args.backend,
+            disk=args.disk,
         )
         if progress is not None:
             print("\r\033[K", end="", file=sys.stderr)
@@ -291,6 +319,7 @@ def _replay_console(args: argparse.Namespace) -> int:
             initrd=args.initrd,
             checkpoint_every=args.checkpoint_every,
             kvm_device=kvm_device_path(),
+            disk=args.disk,
         )
         try:
             return run_console(engine, args.symbols)
@@ -315,6 +344,7 @@ def _replay_gdb(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             kvm_device=kvm_device_path(),
             backend=args.backend,
+            disk=args.disk,
         )
         try:
             try:

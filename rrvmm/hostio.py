@@ -108,6 +108,10 @@ class SerialHost:
         self._event.set()
         self._wake()
 
+    def notify_input(self) -> None:
+        """Other host input (a virtio port) arrived: end a wait and kick the vCPU."""
+        self._notify()
+
     def take(self, limit: int) -> bytes:
         """Up to ``limit`` bytes of pending input (removed from the queue)."""
         if limit <= 0 or not self._pending:

@@ -12,10 +12,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from .acpi import AcpiMachine, build_acpi
 from .boot.kernel import load_kernel
-from .boot.linux import long_mode_sregs
+from .boot.linux import BOOT_PARAMS_ADDR, is_bzimage, long_mode_sregs
 from .boot.multiboot import BootImage, protected_mode_sregs
 from .devices import state as device_state
+from .devices.acpi_pm import S5_SLP_TYP, AcpiPm
 from .devices.bus import Bus, IrqLine
 from .devices.debug_exit import DebugExit
 from .devices.i8042 import I8042
@@ -28,6 +30,7 @@ from .errors import ExitStatus, RrvmmError
 from .hostio import SerialHost
 from .kvm.backend import GPR_NAMES, CpuBackend, ExitKind, VcpuExit
 from .seam import Seam
+from .virtio_set import VirtioHosts, VirtioSet
 
 __all__ = ["Machine", "MachineConfig", "MachineStop", "RunResult"]
 
@@ -36,6 +39,7 @@ log = logging.getLogger("rrvmm")
 COM1_BASE, COM1_IRQ = 0x3F8, 4
 PIT_IRQ = 0
 DEBUG_EXIT_PORT = 0xF4
+ACPI_PM_PORT = 0x600  # PM1a event block (4 bytes) then control block (2), as the FADT says
 RFLAGS_IF = 1 << 9
 MIN_MEMORY = 2 << 20
 # kernel irqchip: an edge the guest cannot take yet is retried after a kick this soon; with
@@ -51,6 +55,13 @@ class MachineConfig:
     memory: int = 128 << 20
     cmdline: str = ""
     kernel_name: str = "demo"
+    # announce the virtio devices on the command line too (multiboot guests; Linux kernels
+    # built with VIRTIO_MMIO_CMDLINE_DEVICES); ACPI always describes them
+    virtio_cmdline: bool = False
+    disk: str | None = None  # virtio-blk image
+    disk_write: bool = False  # write the image itself (else a copy-on-write overlay)
+    net: str | None = None  # virtio-net host end, udp:HOST:PORT
+    vconsole: str | None = None  # virtio-console host end, udp:HOST:PORT
 
 
 @dataclass
@@ -75,7 +86,12 @@ class Machine:
     """One PC. Build it, ``boot`` a kernel, then ``run`` until the guest ends."""
 
     def __init__(
-        self, config: MachineConfig, cpu: CpuBackend, seam: Seam, serial: SerialHost | None
+        self,
+        config: MachineConfig,
+        cpu: CpuBackend,
+        seam: Seam,
+        serial: SerialHost | None,
+        hosts: VirtioHosts | None = None,
     ) -> None:
         if config.memory < MIN_MEMORY:
             raise RrvmmError(
@@ -124,6 +140,12 @@ class Machine:
         self.pio.insert(self.debug_exit, DEBUG_EXIT_PORT, 4)
         self.pio.insert(self.uart, COM1_BASE, 8)
         self.pio.insert(self.pci, 0xCF8, 8)
+        self.acpi_pm = AcpiPm(self._sleep)
+        self.pio.insert(self.acpi_pm, ACPI_PM_PORT, 6)
+        self.virtio = VirtioSet(
+            cpu, self.mmio, irq, hosts or VirtioHosts(),
+            lambda n: self.seam.entropy(self.exit_index, n),
+        )  # fmt: skip
 
     # --- device callbacks ---
     def _kernel_line(self, line: int, level: bool) -> None:
@@ -169,14 +191,33 @@ class Machine:
     def _debug_exit(self, value: int) -> None:
         raise MachineStop(RunResult(value & 0xFF, f"guest wrote {value:#x} to isa-debug-exit"))
 
+    def _sleep(self, slp_typ: int) -> None:
+        if slp_typ == S5_SLP_TYP:
+            raise MachineStop(RunResult(0, "guest powered off (ACPI S5)"))
+        log.info("guest asked for ACPI sleep type %d: ignored", slp_typ)
+
     def _reset(self) -> None:
         raise MachineStop(RunResult(0, "guest reset the machine (i8042 reset)"))
 
     # --- boot ---
     def boot(self, kernel: bytes, initrd: bytes | None = None) -> BootImage:
+        linux = is_bzimage(kernel)
+        cmdline = self.config.cmdline
+        if self.virtio.transports and self.config.virtio_cmdline:
+            cmdline = f"{cmdline} {self.virtio.cmdline_words()}".strip()
         img, blobs = load_kernel(
-            kernel, self.config.kernel_name, self.config.memory, self.config.cmdline, initrd
+            kernel, self.config.kernel_name, self.config.memory, cmdline, initrd
         )
+        acpi = build_acpi(
+            AcpiMachine(
+                self.virtio.acpi_slots(),
+                pm1a_evt_port=ACPI_PM_PORT,
+                pm1a_cnt_port=ACPI_PM_PORT + 4,
+            )
+        )
+        blobs = [*blobs, *acpi.blobs]
+        if linux:  # boot_params.acpi_rsdp_addr: no scan needed
+            blobs.append((BOOT_PARAMS_ADDR + 0x70, acpi.rsdp_addr.to_bytes(8, "little")))
         for gpa, body in img.segments:
             self.cpu.write_memory(gpa, body)
         for gpa, length in img.zero:
@@ -236,6 +277,8 @@ class Machine:
         }  # fmt: skip
         if self.kernel_irqchip:
             del devs["pic"]  # its state is KVM's, saved with the vCPU
+        devs["acpi_pm"] = self.acpi_pm
+        devs.update(self.virtio.devices())
         return devs
 
     def snapshot(self) -> dict[str, Any]:
@@ -350,6 +393,7 @@ class Machine:
             data = self.seam.serial_input(self.exit_index, room)
             if data:
                 self.uart.receive(data)
+        self.virtio.take_inputs(self.exit_index, self.seam)
 
     def _kicked_in_kernel(self, ex: VcpuExit) -> None:
         """Kernel irqchip: HLT does not exit, so a kick is where a stuck guest shows."""

@@ -9,6 +9,7 @@ the trace instead, so the devices compute the same values again.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from .kicker import Kicker
 
 if TYPE_CHECKING:
     from .hostio import SerialHost
+    from .hostnet import UdpPort
     from .kvm.backend import CpuBackend, VcpuExit
 
 __all__ = ["Seam", "LiveSeam"]
@@ -43,6 +45,15 @@ class Seam:
     def read_value(self, index: int, exit: VcpuExit, value: bytes) -> bytes:
         """The bytes the guest gets for an IN/MMIO read the devices answered with ``value``."""
         return value
+
+    def device_input(self, index: int, device: str, room: int) -> bytes:
+        """At exit ``index``: host input for virtio ``device`` ('console': up to ``room``
+        bytes; 'net': one frame), or b''."""
+        return b""
+
+    def entropy(self, index: int, size: int) -> bytes:
+        """At exit ``index``: ``size`` random bytes for the virtio entropy device."""
+        raise NotImplementedError
 
     def booted(self) -> None:
         """The loader has written the guest images; the guest has not run yet."""
@@ -82,9 +93,10 @@ class Seam:
 class LiveSeam(Seam):
     """Inputs from the host: monotonic clock, wall clock, the serial host's input queue."""
 
-    def __init__(self, serial: SerialHost | None) -> None:
+    def __init__(self, serial: SerialHost | None, ports: dict[str, UdpPort] | None = None) -> None:
         self._t0 = time.monotonic_ns()
         self._serial = serial
+        self._ports = ports or {}
         self._kicker: Kicker | None = None
 
     def attach(self, cpu: CpuBackend) -> None:
@@ -92,6 +104,12 @@ class LiveSeam(Seam):
         self._kicker = Kicker(cpu.kick)
         if self._serial is not None:
             self._serial.start(cpu.kick)
+        self._start_ports(cpu)
+
+    def _start_ports(self, cpu: CpuBackend) -> None:
+        wake = self._serial.notify_input if self._serial is not None else cpu.kick
+        for port in self._ports.values():
+            port.start(wake)
 
     def detach(self) -> None:
         if self._kicker is not None:
@@ -127,6 +145,15 @@ class LiveSeam(Seam):
             return b""
         return s.take(room)
 
+    def device_input(self, index: int, device: str, room: int) -> bytes:
+        port = self._ports.get(device)
+        if port is None or not port.has_input():
+            return b""
+        return port.take_frame() if device == "net" else port.take(room)
+
+    def entropy(self, index: int, size: int) -> bytes:
+        return os.urandom(size)
+
     def idle(self, deadline_ns: int | None) -> None:
         timeout_s = None
         if deadline_ns is not None:
@@ -139,7 +166,7 @@ class LiveSeam(Seam):
     def input_possible(self) -> bool:
         """More input may still come (queued input the guest cannot take does not count)."""
         s = self._serial
-        return s is not None and not s.input_closed
+        return bool(self._ports) or (s is not None and not s.input_closed)
 
 
 class InstructionClockSeam(LiveSeam):
@@ -157,8 +184,10 @@ class InstructionClockSeam(LiveSeam):
 
     EXIT_NS = 1000
 
-    def __init__(self, serial: SerialHost | None, cpu: CpuBackend) -> None:
-        super().__init__(serial)
+    def __init__(
+        self, serial: SerialHost | None, cpu: CpuBackend, ports: dict[str, UdpPort] | None = None
+    ) -> None:
+        super().__init__(serial, ports)
         self._cpu = cpu
         self._idle_ns = 0  # guest time spent halted
         self._exits = 0  # exits so far (from the index the machine passes)
@@ -166,6 +195,7 @@ class InstructionClockSeam(LiveSeam):
     def attach(self, cpu: CpuBackend) -> None:
         if self._serial is not None:
             self._serial.start(cpu.kick)  # input still interrupts a long computation
+        self._start_ports(cpu)
 
     def clock_ns(self) -> int:
         extra = self._idle_ns + self._exits * self.EXIT_NS

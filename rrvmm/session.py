@@ -18,8 +18,10 @@ from typing import Any, BinaryIO
 
 from . import __version__
 from .boot.kernel import read_image
+from .devices.virtio import OVERLAY, WRITE_THROUGH, Disk, DiskError
 from .errors import ExitStatus, RrvmmError
 from .hostio import SerialHost
+from .hostnet import UdpPort, parse_udp
 from .kvm.backend import BackendUnavailable, CpuBackend
 from .kvm.cpuid import filter_cpuid
 from .machine import Machine, MachineConfig, RunResult
@@ -27,6 +29,7 @@ from .replay.container import TraceError, TraceReader, TraceWriter
 from .replay.recorder import Recorder
 from .replay.replayer import ExitCheck, ReplayDivergence, Replayer, TraceEnded
 from .seam import InstructionClockSeam, LiveSeam
+from .virtio_set import VirtioHosts
 
 __all__ = [
     "GuestImages",
@@ -119,11 +122,66 @@ def _guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:
     return [tuple(r) for r in DEFAULT_CPUID]
 
 
-def _live_seam(serial: SerialHost, cpu: CpuBackend) -> LiveSeam:
+def _live_seam(serial: SerialHost, cpu: CpuBackend, ports: dict[str, UdpPort]) -> LiveSeam:
     """Host inputs; guest time from the instruction count where the CPU counts exactly."""
     if hasattr(cpu, "set_instruction_limit"):
-        return InstructionClockSeam(serial, cpu)
-    return LiveSeam(serial)
+        return InstructionClockSeam(serial, cpu, ports)
+    return LiveSeam(serial, ports)
+
+
+def _close_hosts(hosts: VirtioHosts, ports: dict[str, UdpPort]) -> None:
+    for port in ports.values():
+        port.close()
+    if hosts.disk is not None:
+        hosts.disk.close()
+
+
+def _virtio_hosts(config: MachineConfig, live: bool) -> tuple[VirtioHosts, dict[str, UdpPort]]:
+    """The host ends of the virtio devices. Replay (``live`` False) opens the disk image
+    read-only behind an overlay whatever the recording did, and has no network peers."""
+    disk = None
+    if config.disk:
+        mode = WRITE_THROUGH if live and config.disk_write else OVERLAY
+        try:
+            disk = Disk(config.disk, mode)
+        except (DiskError, ValueError) as e:
+            raise RrvmmError(str(e), ExitStatus.NO_INPUT) from None
+    ports: dict[str, UdpPort] = {}
+    if live:
+        for name, spec, option in (
+            ("net", config.net, "--net"), ("console", config.vconsole, "--vconsole")
+        ):  # fmt: skip
+            if not spec:
+                continue
+            try:
+                ports[name] = UdpPort(*parse_udp(spec, option))
+            except ValueError as e:
+                raise RrvmmError(str(e), ExitStatus.USAGE) from None
+            except OSError as e:
+                raise RrvmmError(f"{option} {spec}: {e.strerror}", ExitStatus.USAGE) from None
+    hosts = VirtioHosts(
+        disk,
+        ports["net"].send if "net" in ports else None,
+        ports["console"].send if "console" in ports else None,
+    )
+    return hosts, ports
+
+
+def _machine_header(config: MachineConfig, cpu: CpuBackend, hosts: VirtioHosts) -> dict:
+    out: dict[str, Any] = {
+        "memory": config.memory,
+        "cmdline": config.cmdline,
+        "irqchip": getattr(cpu, "irqchip", "user"),
+        "virtio_cmdline": config.virtio_cmdline,
+    }
+    if hosts.disk is not None and config.disk:
+        out["disk"] = {
+            "path": str(Path(config.disk).resolve()),
+            "sha256": hosts.disk.sha256(),
+            "sectors": hosts.disk.sectors,
+            "written": config.disk_write,
+        }
+    return out
 
 
 def _boot(machine: Machine, images: GuestImages) -> None:
@@ -138,8 +196,9 @@ def run_guest(
 ) -> RunResult:
     """Run live, no recording."""
     cpu.set_cpuid(_guest_cpuid(cpu))
-    seam = _live_seam(serial, cpu)
-    machine = Machine(config, cpu, seam, serial)
+    hosts, ports = _virtio_hosts(config, live=True)
+    seam = _live_seam(serial, cpu, ports)
+    machine = Machine(config, cpu, seam, serial, hosts)
     _boot(machine, images)
     seam.attach(cpu)
     try:
@@ -147,6 +206,7 @@ def run_guest(
             return machine.run()
     finally:
         seam.detach()
+        _close_hosts(hosts, ports)
 
 
 def record_guest(
@@ -159,30 +219,28 @@ def record_guest(
     """Run live and write every input to ``trace_path``."""
     cpuid = _guest_cpuid(cpu)
     cpu.set_cpuid(cpuid)
+    hosts, ports = _virtio_hosts(config, live=True)
     header = {
         "rrvmm": __version__,
         "backend": cpu.name,
-        "machine": {
-            "memory": config.memory,
-            "cmdline": config.cmdline,
-            "irqchip": getattr(cpu, "irqchip", "user"),
-        },
+        "machine": _machine_header(config, cpu, hosts),
         "cpuid": [list(r) for r in cpuid],
         "images": images.describe(),
         "cmdline": config.cmdline,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),
     }
-    live = _live_seam(serial, cpu)
+    live = _live_seam(serial, cpu, ports)
     try:
         writer = TraceWriter(trace_path, header)
     except OSError as e:
+        _close_hosts(hosts, ports)
         raise RrvmmError(
             f"cannot write trace {trace_path}: {e.strerror}", ExitStatus.NO_INPUT
         ) from None
     with writer:
         recorder = Recorder(live, writer, cpu)
-        machine = Machine(config, cpu, recorder, serial)
+        machine = Machine(config, cpu, recorder, serial, hosts)
         _boot(machine, images)
         live.attach(cpu)
         try:
@@ -190,6 +248,7 @@ def record_guest(
                 result = machine.run()
         finally:
             live.detach()
+            _close_hosts(hosts, ports)
         writer.close(
             {
                 "status": result.status,
@@ -275,6 +334,35 @@ class ReplayOutcome:
     replayer: Replayer
 
 
+def replay_machine(
+    header: dict[str, Any], images: GuestImages, disk: str | None = None
+) -> tuple[MachineConfig, VirtioHosts]:
+    """The recorded machine, and its disk image (``disk`` or the recorded path) checked
+    against the recorded sha256 and opened read-only behind an overlay."""
+    mc = header["machine"]
+    rec_disk = mc.get("disk")
+    config = MachineConfig(
+        memory=mc["memory"],
+        cmdline=mc["cmdline"],
+        kernel_name=images.kernel_path.name,
+        virtio_cmdline=mc.get("virtio_cmdline", False),
+        disk=(disk or rec_disk["path"]) if rec_disk else None,
+    )
+    hosts, _ = _virtio_hosts(config, live=False)
+    if hosts.disk is not None:
+        digest = hosts.disk.sha256()
+        if digest != rec_disk["sha256"]:
+            hosts.disk.close()
+            written = " (the recording wrote to it: replay needs a copy from before)"
+            raise RrvmmError(
+                f"disk {config.disk} is not the image this trace was recorded with"
+                f" (sha256 {digest[:16]}…, trace has {rec_disk['sha256'][:16]}…)"
+                + (written if rec_disk.get("written") else ""),
+                ExitStatus.IMAGE_MISMATCH,
+            )
+    return config, hosts
+
+
 def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str) -> CpuBackend:
     """A CPU for replaying a trace with this header: its backend and interrupt controller.
 
@@ -302,15 +390,13 @@ def replay_trace(
     progress: Callable[[int], None] | None = None,
     kvm_device: str = "/dev/kvm",
     backend: str | None = None,
+    disk: str | None = None,
 ) -> ReplayOutcome:
     """Re-execute a recording and check it exit by exit (on ``backend``, default: the
     recording's own)."""
     header = reader.header
     images = _images_for_replay(header, kernel, initrd, reader)
-    mc = header["machine"]
-    config = MachineConfig(
-        memory=mc["memory"], cmdline=mc["cmdline"], kernel_name=images.kernel_path.name
-    )
+    config, hosts = replay_machine(header, images, disk)
     recorded_on = header.get("backend", "kvm")
     cpu = replay_backend(header, backend, kvm_device)
     replayer = None
@@ -326,7 +412,7 @@ def replay_trace(
         )
         if progress is not None:
             replayer.progress = progress
-        machine = Machine(config, cpu, replayer, serial)
+        machine = Machine(config, cpu, replayer, serial, hosts)
         _boot(machine, images)
         divergence = None
         result = None
@@ -353,6 +439,7 @@ def replay_trace(
     finally:
         if replayer is not None:
             replayer.close()
+        _close_hosts(hosts, {})
         cpu.close()
 
 

@@ -19,9 +19,9 @@ from ..gdbstub.target import REGISTER_NAMES, Position, Stop, StopKind, TargetErr
 from ..hostio import SerialHost
 from ..kvm.backend import ExitKind, VcpuExit
 from ..kvm.memslots import PAGE
-from ..machine import Machine, MachineConfig, MachineStop, RunResult
+from ..machine import Machine, MachineStop, RunResult
 from ..mmu import PageFault, read_virtual, translate
-from ..session import _checked, _images_for_replay, replay_backend
+from ..session import _checked, _images_for_replay, replay_backend, replay_machine
 from .container import TraceReader
 from .fingerprint import Landing, memory_fingerprint, pages_of, regs_fingerprint
 from .replayer import Replayer, TraceEnded
@@ -82,14 +82,12 @@ class ReplayEngine:
         checkpoint_every: int = 1000,
         kvm_device: str = "/dev/kvm",
         backend: str | None = None,
+        disk: str | None = None,
     ) -> None:
         header = reader.header
         self.reader = reader
         images = _images_for_replay(header, kernel, initrd, reader)
-        mc = header["machine"]
-        self.config = MachineConfig(
-            memory=mc["memory"], cmdline=mc["cmdline"], kernel_name=images.kernel_path.name
-        )
+        self.config, self._hosts = replay_machine(header, images, disk)
         self.total_exits = (reader.footer or {}).get("exits") or (
             reader.chunks[-1].last_exit if reader.chunks else 0
         )
@@ -103,7 +101,7 @@ class ReplayEngine:
         self.replayer = Replayer(
             lambda k: _checked(reader.events(k)), self.cpu, exact_flags=self.exact_flags
         )
-        self.machine = Machine(self.config, self.cpu, self.replayer, self.serial)
+        self.machine = Machine(self.config, self.cpu, self.replayer, self.serial, self._hosts)
         self.machine.boot(images.kernel, images.initrd)
         self.slots = self.cpu.slots
         self.every = checkpoint_every
@@ -727,4 +725,6 @@ class ReplayEngine:
 
     def close(self) -> None:
         self.replayer.close()
+        if self._hosts.disk is not None:
+            self._hosts.disk.close()
         self.cpu.close()

@@ -25,6 +25,8 @@ class EventKind(IntEnum):
     INJECT = 7  # [7, vector]: an external interrupt injected before the next entry
     TSC = 8  # [8, tsc_offset]: the virtual TSC's offset after the guest halted (soft backend)
     IRQ_LINE = 9  # [9, line, level]: kernel irqchip: a device line into KVM's PIC changed
+    DEVICE_INPUT = 10  # [10, device, data]: host bytes for a virtio device (console, net)
+    ENTROPY = 11  # [11, data]: random bytes the virtio entropy device gave the guest
 
 
 EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
@@ -40,6 +42,8 @@ EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
     EventKind.INJECT: ("vector",),
     EventKind.TSC: ("tsc_offset",),
     EventKind.IRQ_LINE: ("line", "level"),
+    EventKind.DEVICE_INPUT: ("device", "data"),
+    EventKind.ENTROPY: ("data",),
 }
 
 

@@ -85,6 +85,17 @@ class Recorder(Seam):
         self._log(exit_event(exit, value))
         return value
 
+    def device_input(self, index: int, device: str, room: int) -> bytes:
+        data = self.live.device_input(index, device, room)
+        if data:
+            self._log([EventKind.DEVICE_INPUT, device, data])
+        return data
+
+    def entropy(self, index: int, size: int) -> bytes:
+        data = self.live.entropy(index, size)
+        self._log([EventKind.ENTROPY, data])
+        return data
+
     # --- the timeline ---
     def on_exit(self, index: int, exit: VcpuExit) -> None:
         self.index = index

@@ -252,6 +252,24 @@ class Replayer(Seam):
             raise self._diverged("UART receive room", f">= {len(ev[1])} bytes", room)
         return ev[1]
 
+    def device_input(self, index: int, device: str, room: int) -> bytes:
+        ev = self._peek()
+        if ev is None or ev[0] != self.index or ev[1][0] != EventKind.DEVICE_INPUT:
+            return b""
+        if ev[1][1] != device:
+            return b""  # for another device, asked next
+        self._consume()
+        data = ev[1][2]
+        if device == "console" and len(data) > room:
+            raise self._diverged("virtio-console receive room", f">= {len(data)} bytes", room)
+        return data
+
+    def entropy(self, index: int, size: int) -> bytes:
+        data = self._expect(EventKind.ENTROPY, "virtio entropy request")[1]
+        if len(data) != size:
+            raise self._diverged("virtio entropy request", f"{len(data)} bytes", f"{size} bytes")
+        return data
+
     def read_value(self, index: int, exit: VcpuExit, value: bytes) -> bytes:
         rec = self._expect_exit(exit, value)
         recorded = rec[4]
@@ -330,7 +348,9 @@ class Replayer(Seam):
         ev = self._peek()
         if ev is None:
             raise TraceEnded()
-        if ev[0] != self.index or ev[1][0] not in (EventKind.TIMER, EventKind.SERIAL_RX):
+        if ev[0] != self.index or ev[1][0] not in (
+            EventKind.TIMER, EventKind.SERIAL_RX, EventKind.DEVICE_INPUT
+        ):  # fmt: skip
             raise self._diverged("wake-up of a halted guest", self._describe(ev), "nothing")
 
     def input_possible(self) -> bool:
