@@ -23,6 +23,7 @@ static uint64_t vio_pd[3][512] __attribute__((aligned(4096)));
 #define PTE_PCD 0x010
 #define PTE_PS  0x080
 #define PAGE_2M (1ull << 21)
+#define PTE_ADDR 0x000ffffffffff000ull
 
 int virtio_map_window(uint64_t base, uint64_t size)
 {
@@ -34,12 +35,13 @@ int virtio_map_window(uint64_t base, uint64_t size)
 		if (gib == 0)
 			continue;               /* boot.S identity-maps it */
 		uint64_t *pd = vio_pd[gib - 1];
-		uint64_t want = (uint64_t)(uintptr_t)pd | PTE_P | PTE_RW;
 		if (pdpt[gib] & PTE_P) {
-			if (pdpt[gib] != want)
+			/* Compare the address only: the CPU sets the Accessed
+			 * bit in our entry as soon as it walks through it. */
+			if ((pdpt[gib] & PTE_ADDR) != (uintptr_t)pd)
 				continue;       /* someone else maps this GiB */
 		} else {
-			pdpt[gib] = want;
+			pdpt[gib] = (uintptr_t)pd | PTE_P | PTE_RW;
 			changed = 1;
 		}
 		unsigned i = (unsigned)(a >> 21) & 511;
@@ -354,10 +356,18 @@ void virtio_irq_enable(struct virtio_dev *d)
 
 int virtq_wait_used_irq(struct virtq *q, uint32_t *len)
 {
+	struct virtio_dev *d = q->dev;
+	int use_irq = d->irq < 16 && irq_dev[d->irq] == d;
 	for (;;) {
 		int id = virtq_get_used(q, len);
 		if (id >= 0)
 			return id;
+		if (!use_irq) {
+			/* No PIC line (irq >= 16): poll, one MMIO exit a turn. */
+			ack_interrupt(d);
+			__asm__ volatile("pause");
+			continue;
+		}
 		/* A completion between the check and here leaves the IRQ
 		 * pending at the PIC, and sti;hlt takes it: no lost wakeup. */
 		cpu_wait();

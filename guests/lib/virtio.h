@@ -194,9 +194,10 @@ uint32_t virtio_request(struct virtq *q, const struct virtio_buf *bufs, unsigned
 /* Spin (bounded as above) until something is used. */
 int virtq_wait_used(struct virtq *q, uint32_t *len);
 
-/* Route the device's IRQ to a handler that acknowledges InterruptStatus and
- * unmask it at the PIC; virtq_wait_used_irq() then sleeps with `hlt` until
- * the device uses a buffer (unbounded: used for waiting on host input). */
+/* Route the device's IRQ (0-15) to a handler that acknowledges
+ * InterruptStatus and unmask it at the PIC; virtq_wait_used_irq() then sleeps
+ * with `hlt` until the device uses a buffer.  Unbounded: it is for waiting on
+ * host input.  A device with no PIC line (irq >= 16) is polled instead. */
 void virtio_irq_enable(struct virtio_dev *d);
 int virtq_wait_used_irq(struct virtq *q, uint32_t *len);
 
