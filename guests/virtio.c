@@ -351,27 +351,6 @@ static void test_net(void)
 
 /* ---- blk ---------------------------------------------------------------- */
 
-static int blk_rw(struct virtio_dev *d, uint32_t type, uint64_t sector, uint8_t *data)
-{
-	blk_hdr.type = type;
-	blk_hdr.reserved = 0;
-	blk_hdr.sector = sector;
-	blk_status = 0xff;      /* a device that never writes it is caught */
-	struct virtio_buf b[3] = {
-		{ (uintptr_t)&blk_hdr, sizeof(blk_hdr), 0 },
-		{ (uintptr_t)data, 512, type == VIRTIO_BLK_T_IN },
-		{ (uintptr_t)&blk_status, 1, 1 },
-	};
-	virtio_request(&d->vq[0], b, 3);
-	if (blk_status != VIRTIO_BLK_S_OK) {
-		printf("virtio-blk: FAILED: %s sector %llu status %u\n",
-		       type == VIRTIO_BLK_T_IN ? "read" : "write",
-		       (unsigned long long)sector, blk_status);
-		failures++;
-		return -1;
-	}
-	return 0;
-}
 
 static int blk_rw_n(struct virtio_dev *d, uint32_t type, uint64_t sector, uint8_t *data,
 		    uint32_t len)
@@ -394,6 +373,11 @@ static int blk_rw_n(struct virtio_dev *d, uint32_t type, uint64_t sector, uint8_
 		return -1;
 	}
 	return 0;
+}
+
+static int blk_rw(struct virtio_dev *d, uint32_t type, uint64_t sector, uint8_t *data)
+{
+	return blk_rw_n(d, type, sector, data, 512);
 }
 
 static void test_blk(void)

@@ -24,6 +24,19 @@ ESCAPE_KEY = 0x01  # Ctrl-A
 _QUIT_KEY = ord("x")
 
 
+def take_bytes(pending: deque[bytes], limit: int) -> bytes:
+    """Up to ``limit`` bytes from a queue of chunks read as one stream (a partly taken
+    chunk keeps its rest at the front)."""
+    out = bytearray()
+    while pending and len(out) < limit:
+        chunk = pending.popleft()
+        need = limit - len(out)
+        out += chunk[:need]
+        if len(chunk) > need:
+            pending.appendleft(chunk[need:])
+    return bytes(out)
+
+
 class SerialHost:
     """Guest serial output to a binary stream, host input bytes to a queue."""
 
@@ -117,14 +130,7 @@ class SerialHost:
         if limit <= 0 or not self._pending:
             return b""
         with self._lock:
-            out = bytearray()
-            while self._pending and len(out) < limit:
-                chunk = self._pending.popleft()
-                need = limit - len(out)
-                out += chunk[:need]
-                if len(chunk) > need:
-                    self._pending.appendleft(chunk[need:])
-            return bytes(out)
+            return take_bytes(self._pending, limit)
 
     def has_input(self) -> bool:
         return bool(self._pending)

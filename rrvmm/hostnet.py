@@ -13,6 +13,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from .hostio import take_bytes
+
 __all__ = ["UdpPort", "parse_udp"]
 
 _MAX_DATAGRAM = 65535
@@ -63,15 +65,8 @@ class UdpPort:
 
     def take(self, limit: int) -> bytes:
         """Up to ``limit`` bytes, datagrams read as one byte stream (the console)."""
-        out = bytearray()
         with self._lock:
-            while self._pending and len(out) < limit:
-                chunk = self._pending.popleft()
-                need = limit - len(out)
-                out += chunk[:need]
-                if len(chunk) > need:
-                    self._pending.appendleft(chunk[need:])
-        return bytes(out)
+            return take_bytes(self._pending, limit)
 
     def send(self, data: bytes) -> None:
         if self._peer is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -40,10 +41,15 @@ def rrvmm(
 
 
 def rrvmm_after(
-    *args: str, wait_for: bytes, send: bytes, timeout: float = 60
+    *args: str,
+    wait_for: bytes,
+    send: bytes,
+    timeout: float = 60,
+    between: Callable[[], None] | None = None,
 ) -> Completed:
     """Run rrvmm and type ``send`` only once the guest printed ``wait_for``, as a person
-    would (guests that self-test their UART discard input that arrives during the test)."""
+    would (guests that self-test their UART discard input that arrives during the test);
+    ``between`` runs after the wait, before typing (e.g. talk to the guest's network)."""
     p = subprocess.Popen(
         [sys.executable, "-m", "rrvmm", *args],
         stdin=subprocess.PIPE,
@@ -58,6 +64,13 @@ def rrvmm_after(
             break
         out += chunk
     try:
+        if between is not None:
+            try:
+                between()
+            except BaseException:
+                p.kill()
+                p.communicate()
+                raise
         p.stdin.write(send)
         p.stdin.close()
     except BrokenPipeError:

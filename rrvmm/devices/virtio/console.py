@@ -79,15 +79,6 @@ class VirtioConsole(VirtioDevice):
     def process(self, queue: int) -> None:
         if queue != TRANSMITQ:
             return  # new receive buffers: the machine sees them through rx_room
-        q = self.queue(queue)
-        completed = False
-        while (chain := q.pop()) is not None:
-            if chain.writable:
-                raise VirtqueueError("transmit buffer has a device-writable descriptor")
-            data = q.gather(chain.readable)
-            q.push(chain, 0)
-            completed = True
+        for data in self.drain_transmit(queue):
             if data:
                 self.on_output(data)
-        if completed:
-            self.used_added(queue)

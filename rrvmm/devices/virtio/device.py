@@ -219,6 +219,24 @@ class VirtioDevice:
         self.state.config_generation = (self.state.config_generation + 1) & 0xFFFFFFFF
         self.raise_interrupt(VIRTIO_INT_CONFIG)
 
+    def drain_transmit(self, index: int, min_len: int = 0) -> list[bytes]:
+        """Complete every posted driver-to-device chain of queue ``index``; their bytes.
+
+        A chain with a device-writable part, or shorter than ``min_len``, is malformed.
+        """
+        q = self.queue(index)
+        out = []
+        while (chain := q.pop()) is not None:
+            if chain.writable:
+                raise VirtqueueError("transmit buffer has a device-writable descriptor")
+            if chain.readable_len < min_len:
+                raise VirtqueueError(f"transmit buffer of {chain.readable_len} bytes is short")
+            out.append(q.gather(chain.readable))
+            q.push(chain, 0)
+        if out:
+            self.used_added(index)
+        return out
+
     def used_added(self, index: int) -> None:
         """After pushing used entries on ``index``: interrupt unless the driver suppressed it."""
         if self.queue(index).wants_interrupt():

@@ -91,16 +91,5 @@ class VirtioNet(VirtioDevice):
     def process(self, queue: int) -> None:
         if queue != TXQ:
             return  # new receive buffers: the machine sees them through rx_ready
-        q = self.queue(queue)
-        completed = False
-        while (chain := q.pop()) is not None:
-            if chain.writable:
-                raise VirtqueueError("transmit buffer has a device-writable descriptor")
-            if chain.readable_len < NET_HDR_SIZE:
-                raise VirtqueueError(f"transmit buffer of {chain.readable_len} bytes has no header")
-            packet = q.gather(chain.readable)
-            q.push(chain, 0)
-            completed = True
+        for packet in self.drain_transmit(queue, NET_HDR_SIZE):
             self.on_transmit(packet[NET_HDR_SIZE:])
-        if completed:
-            self.used_added(queue)
