@@ -15,6 +15,20 @@ import pytest
 
 from rrvmm_cli import rrvmm
 
+MODES = [
+    pytest.param(["--backend", "kvm", "--irqchip", "user"], marks=pytest.mark.kvm, id="kvm-user"),
+    pytest.param(
+        ["--backend", "kvm", "--irqchip", "kernel"], marks=pytest.mark.kvm, id="kvm-kernel"
+    ),
+    pytest.param(["--backend", "soft"], id="soft"),
+]
+
+
+@pytest.fixture(params=MODES)
+def machine(request: pytest.FixtureRequest) -> list[str]:
+    """CPU backend and interrupt controller: completions are interrupts on each."""
+    return request.param
+
 
 def _disk(tmp_path: Path) -> Path:
     img = tmp_path / "disk.img"
@@ -23,13 +37,13 @@ def _disk(tmp_path: Path) -> Path:
 
 
 def test_disk_entropy_and_malformed_chains_record_and_replay(
-    backend: str, tmp_path: Path, guest
+    machine: list[str], tmp_path: Path, guest
 ) -> None:  # noqa: ANN001
     img = _disk(tmp_path)
     before = (hashlib.sha256(img.read_bytes()).hexdigest(), img.stat().st_mtime_ns)
     trace = tmp_path / "v.rrt"
     rec = rrvmm(
-        "record", "--backend", backend, "--kernel", str(guest("virtio")), "--virtio-cmdline",
+        "record", *machine, "--kernel", str(guest("virtio")), "--virtio-cmdline",
         "--disk", str(img), "--append", "blkwrite malformed", "-o", str(trace), stdin=None,
     )  # fmt: skip
     assert rec.status == 0, rec.err
@@ -69,13 +83,13 @@ def _free_udp_port() -> int:
 
 
 def test_console_and_network_echo_replay_without_a_peer(
-    backend: str, tmp_path: Path, guest
+    machine: list[str], tmp_path: Path, guest
 ) -> None:  # noqa: ANN001
     trace = tmp_path / "e.rrt"
     net_port, con_port = _free_udp_port(), _free_udp_port()
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "rrvmm", "record", "--backend", backend, "--kernel",
+            sys.executable, "-m", "rrvmm", "record", *machine, "--kernel",
             str(guest("virtio")), "--virtio-cmdline", "--net", f"udp:127.0.0.1:{net_port}",
             "--vconsole", f"udp:127.0.0.1:{con_port}", "--append", "echo=console echo=net",
             "-o", str(trace),
