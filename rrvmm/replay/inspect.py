@@ -57,8 +57,8 @@ def stats(reader: TraceReader) -> dict[str, Any]:
         events[kind.name] += 1
         if kind == EventKind.EXIT:
             exits[ExitKind(ev[1]).name] += 1
-        elif kind == EventKind.INJECT:
-            injections += 1
+        elif kind == EventKind.INJECT or (kind == EventKind.IRQ_LINE and ev[2]):
+            injections += 1  # kernel irqchip: a raised line is the injection
     s = reader.stats()
     per_chunk = []
     for c in reader.chunks:

@@ -3,7 +3,8 @@
 One streaming pass over the events gives, on the trace's own time axis (the exit index):
 
 * exits per bucket of exits, split by exit kind;
-* interrupt injections (INJECT events) and forced exits (LANDING events);
+* interrupt injections (INJECT events, or IRQ_LINE raises with the kernel irqchip) and
+  forced exits (LANDING events);
 * the guest's serial output lines, rebuilt from the recorded port writes: the bytes the guest
   wrote to COM1's transmit register (port 0x3f8 while LCR.DLAB, bit 7 of port 0x3fb, is
   clear). Multi-byte and ``rep outs`` writes are split into byte writes to consecutive
@@ -62,6 +63,7 @@ Instant = Callable[[str, int, dict[str, Any]], None]
 _EXIT = int(EventKind.EXIT)
 _LANDING = int(EventKind.LANDING)
 _INJECT = int(EventKind.INJECT)
+_IRQ_LINE = int(EventKind.IRQ_LINE)
 _IO_OUT = int(ExitKind.IO_OUT)
 
 
@@ -195,11 +197,12 @@ def scan(
             if progress is not None and idx >= next_tick:
                 progress(idx, last_exit)
                 next_tick = idx + step
-        elif kind == _INJECT:
+        elif kind == _INJECT or (kind == _IRQ_LINE and ev[2]):
             injections[idx // width] += 1
             counts["injections"] += 1
             if instant is not None:
-                instant("inject", idx, {"vector": ev[1], "rip": last_rip})
+                what = "vector" if kind == _INJECT else "irq"  # kernel irqchip: a raised line
+                instant("inject", idx, {what: ev[1], "rip": last_rip})
         elif kind == _LANDING:
             forced[idx // width] += 1
             counts["forced_exits"] += 1
