@@ -31,7 +31,7 @@ def _record(tmp_path: Path, kernel: Path, append: str, name: str) -> tuple[Path,
 
 @pytest.mark.parametrize(
     ("name", "append"),
-    [("irqhash", "hz=1000 loops=1 iters=10000"), ("timer", "")],
+    [("irqhash", "hz=1000 loops=1 iters=5000"), ("timer", "")],
     ids=["interrupts-mid-loop", "hlt-idle"],
 )
 def test_kernel_irqchip_replays_exactly_20_of_20(
