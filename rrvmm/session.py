@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import platform
 import sys
 import time
@@ -335,10 +336,14 @@ class ReplayOutcome:
 
 
 def replay_machine(
-    header: dict[str, Any], images: GuestImages, disk: str | None = None
+    header: dict[str, Any],
+    images: GuestImages,
+    disk: str | None = None,
+    trace: TraceReader | None = None,
 ) -> tuple[MachineConfig, VirtioHosts]:
-    """The recorded machine, and its disk image (``disk`` or the recorded path) checked
-    against the recorded sha256 and opened read-only behind an overlay."""
+    """The recorded machine, and its disk image (``disk``, else the copy a packed ``trace``
+    carries, else the recorded path) checked against the recorded sha256 and opened
+    read-only behind an overlay."""
     mc = header["machine"]
     rec_disk = mc.get("disk")
     config = MachineConfig(
@@ -348,6 +353,10 @@ def replay_machine(
         virtio_cmdline=mc.get("virtio_cmdline", False),
         disk=(disk or rec_disk["path"]) if rec_disk else None,
     )
+    if rec_disk and disk is None and trace is not None:
+        hosts = _embedded_disk_hosts(trace, config)
+        if hosts is not None:
+            return config, hosts
     hosts, _ = _virtio_hosts(config, live=False)
     if hosts.disk is not None:
         digest = hosts.disk.sha256()
@@ -361,6 +370,27 @@ def replay_machine(
                 ExitStatus.IMAGE_MISMATCH,
             )
     return config, hosts
+
+
+def _embedded_disk_hosts(trace: TraceReader, config: MachineConfig) -> VirtioHosts | None:
+    """A packed trace's disk image in an unlinked temporary file (the Disk keeps its fd)."""
+    import tempfile
+
+    from .replay.pack import embedded_disk
+
+    try:
+        data = embedded_disk(trace)
+    except TraceError as e:
+        raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
+    if data is None:
+        return None
+    fd, name = tempfile.mkstemp(prefix="rrvmm-disk-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return VirtioHosts(Disk(name, OVERLAY))
+    finally:
+        os.unlink(name)
 
 
 def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str) -> CpuBackend:
@@ -396,7 +426,7 @@ def replay_trace(
     recording's own)."""
     header = reader.header
     images = _images_for_replay(header, kernel, initrd, reader)
-    config, hosts = replay_machine(header, images, disk)
+    config, hosts = replay_machine(header, images, disk, reader)
     recorded_on = header.get("backend", "kvm")
     cpu = replay_backend(header, backend, kvm_device)
     replayer = None

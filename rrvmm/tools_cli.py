@@ -106,6 +106,7 @@ def add_subcommands(
     )
     p.add_argument("--kernel", help="the kernel image, if not at the recorded path")
     p.add_argument("--initrd", help="the initrd image, if not at the recorded path")
+    p.add_argument("--disk", help="the disk image, if not at the recorded path")
     p.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
     p.set_defaults(func=cmd_pack)
     if trace_sub is not None:
@@ -152,7 +153,11 @@ def _trace_error(e: Exception) -> RrvmmError:
 def cmd_pack(args: argparse.Namespace) -> int:
     from .replay.pack import pack_trace
 
-    overrides = {k: v for k, v in (("kernel", args.kernel), ("initrd", args.initrd)) if v}
+    overrides = {
+        k: v
+        for k, v in (("kernel", args.kernel), ("initrd", args.initrd), ("disk", args.disk))
+        if v
+    }
     progress = progress_for("packing", unit="bytes")
     try:
         result = pack_trace(

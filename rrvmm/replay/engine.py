@@ -87,7 +87,7 @@ class ReplayEngine:
         header = reader.header
         self.reader = reader
         images = _images_for_replay(header, kernel, initrd, reader)
-        self.config, self._hosts = replay_machine(header, images, disk)
+        self.config, self._hosts = replay_machine(header, images, disk, reader)
         self.total_exits = (reader.footer or {}).get("exits") or (
             reader.chunks[-1].last_exit if reader.chunks else 0
         )

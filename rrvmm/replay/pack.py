@@ -31,6 +31,7 @@ __all__ = [
     "pack_trace",
     "embedded_image",
     "embedded_symbols",
+    "embedded_disk",
 ]
 
 #: Header key of a packed trace: {rrvmm, packed_at, source, symbols: [{name, path, sha256,
@@ -74,6 +75,9 @@ def carried(reader: TraceReader) -> list[dict[str, Any]]:
         blob = reader.find_blob(str(entry.get("sha256")))
         if blob is not None:
             rows.append(_row(name, "image", entry, blob.stored))
+    disk = _disk_entry(reader.header)
+    if disk is not None and (blob := reader.find_blob(str(disk.get("sha256")))) is not None:
+        rows.append(_row("disk", "disk image", disk | {"size": blob.size}, blob.stored))
     for entry in reader.header.get(PACKED_KEY, {}).get("symbols", []):
         blob = reader.find_blob(str(entry.get("sha256")))
         if blob is not None:
@@ -110,6 +114,19 @@ def embedded_image(reader: TraceReader, name: str) -> bytes | None:
     if not entry or reader.find_blob(str(entry.get("sha256"))) is None:
         return None
     return reader.blob(entry["sha256"])
+
+
+def _disk_entry(header: dict[str, Any]) -> dict[str, Any] | None:
+    disk = (header.get("machine") or {}).get("disk")
+    return disk if isinstance(disk, dict) else None
+
+
+def embedded_disk(reader: TraceReader) -> bytes | None:
+    """The virtio-blk image a packed trace carries (as it was before the recording)."""
+    disk = _disk_entry(reader.header)
+    if disk is None or reader.find_blob(str(disk.get("sha256"))) is None:
+        return None
+    return reader.blob(disk["sha256"])
 
 
 def embedded_symbols(reader: TraceReader) -> list[tuple[str, bytes]]:
@@ -181,7 +198,9 @@ def pack_trace(
             raise RrvmmError(
                 f"{src_path}: trace header names no kernel image", ExitStatus.BAD_TRACE
             )
-        unknown = sorted(set(overrides) - {name for name, _ in images})
+        disk = _disk_entry(reader.header)
+        known = {name for name, _ in images} | ({"disk"} if disk else set())
+        unknown = sorted(set(overrides) - known)
         if unknown:
             raise RrvmmError(
                 f"{src_path}: the trace has no {unknown[0]} image to replace", ExitStatus.USAGE
@@ -198,6 +217,11 @@ def pack_trace(
             if size != entry.get("size"):
                 raise _mismatch(name, path, _sha256_of(path), expected)
             blobs.append((name, expected, path, size))
+        if disk is not None:  # the image as recorded: its sha256 is checked while copying
+            path = Path(overrides.get("disk") or disk.get("path", ""))
+            hint = "" if "disk" in overrides else " (move it back or pass --disk PATH)"
+            size = _check_file("disk", path, hint)
+            blobs.append(("disk", str(disk.get("sha256", "")), path, size))
         symbol_entries = []
         for s in symbols:
             path = Path(s)

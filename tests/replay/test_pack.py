@@ -289,3 +289,25 @@ def test_damaged_packed_traces_give_one_line_errors(tmp_path: Path, guest) -> No
     packed.write_bytes(good)
     rep = rrvmm("replay", str(packed), stdin=None)
     assert rep.status == 0 and rep.out == out
+
+
+def test_packed_trace_carries_the_disk_image_as_recorded(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(range(256)) * 2 * 16)
+    trace = tmp_path / "disk.rrt"
+    rec = rrvmm(
+        "record", "--backend", "soft", "--kernel", str(guest("virtio")), "--virtio-cmdline",
+        "--disk", str(img), "--append", "blkwrite", "-o", str(trace), stdin=None,
+    )  # fmt: skip
+    assert rec.status == 0, rec.err
+    packed = tmp_path / "disk.packed.rrt"
+    r = rrvmm("pack", str(trace), "-o", str(packed))
+    assert r.status == 0, r.err
+    assert "disk (8192" in r.err
+    img.rename(tmp_path / "elsewhere.img")
+    rep = rrvmm("replay", str(packed), stdin=None)
+    assert rep.status == 0, rep.err
+    assert rep.out == rec.out
+    plain = rrvmm("replay", str(trace))
+    assert plain.status != 0 and "cannot open disk image" in plain.err
+    assert len(plain.err.strip().splitlines()) == 1
