@@ -168,6 +168,8 @@ def _machine_setup(args: argparse.Namespace):  # noqa: ANN202
     from .session import GuestImages, make_backend
 
     memory = parse_memory(args.memory)
+    if args.disk_write and not args.disk:
+        raise RrvmmError("--disk-write goes with --disk IMAGE", ExitStatus.USAGE)
     kernel_path = Path(args.kernel) if args.kernel else demo_kernel_path()
     images = GuestImages.load(kernel_path, args.initrd)
     config = MachineConfig(

@@ -133,6 +133,10 @@ def test_bad_virtio_options_are_one_line_errors(tmp_path: Path, guest) -> None: 
     assert r.status != 0 and len(r.err.strip().splitlines()) == 1 and "none.img" in r.err
     r = rrvmm("run", "--backend", "soft", "--kernel", k, "--net", "tcp:1.2.3.4")
     assert r.status == 64 and "expected udp:HOST:PORT" in r.err
+    r = rrvmm("run", "--backend", "soft", "--kernel", k, "--disk", str(tmp_path))
+    assert r.status == 66 and "Is a directory" in r.err
+    r = rrvmm("run", "--backend", "soft", "--kernel", k, "--disk-write")
+    assert r.status == 64 and "--disk-write goes with --disk" in r.err
     assert os.path.exists(k)
 
 
