@@ -413,7 +413,15 @@ class Machine:
             raise MachineStop(
                 RunResult(0, f"guest halted with interrupts disabled at RIP {ex.rip:#x}")
             )
-        if self.pit.next_deadline_ns() is None and not self.seam.input_possible():
+        # what the host already sent may be what wakes it: take it first (as a HLT exit
+        # with rrvmm's PIC does), then it is stuck only if no edge waits to be delivered
+        self._take_inputs(self.pit.next_deadline_ns())
+        if (
+            self.pit.next_deadline_ns() is None
+            and not self.seam.input_possible()
+            and not self._line_edge
+            and cpu.deliverable_vector() is None
+        ):
             raise MachineStop(
                 RunResult(
                     ExitStatus.GUEST_STUCK,
