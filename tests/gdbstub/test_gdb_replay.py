@@ -12,14 +12,23 @@ from gdb_driver import Gdb, ReplayServer
 from rrvmm_cli import rrvmm
 
 
-@pytest.fixture(scope="module", params=[pytest.param("kvm", marks=pytest.mark.kvm), "soft"])
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(["--backend", "kvm"], marks=pytest.mark.kvm, id="kvm"),
+        pytest.param(
+            ["--backend", "kvm", "--irqchip", "kernel"], marks=pytest.mark.kvm, id="kvm-kernel"
+        ),
+        pytest.param(["--backend", "soft"], id="soft"),
+    ],
+)
 def corrupt_trace(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, guest_dir: Path
 ) -> Path:
     """The planted-corruption guest recorded on each backend (replayed on the same one)."""
     trace = tmp_path_factory.mktemp("gdb") / "corrupt.rrt"
     r = rrvmm(
-        "record", "--backend", request.param, "--kernel", str(guest_dir / "corrupt.mb"),
+        "record", *request.param, "--kernel", str(guest_dir / "corrupt.mb"),
         "-o", str(trace), stdin=None,
     )  # fmt: skip
     assert r.status == 3, r.err
