@@ -42,6 +42,9 @@ INPUT_KINDS = frozenset(
         EventKind.SERIAL_RX,
         EventKind.INJECT,
         EventKind.TSC,
+        EventKind.IRQ_LINE,
+        EventKind.DEVICE_INPUT,
+        EventKind.ENTROPY,
     }
 )
 # The field that is "the value" of an event, for the report.
@@ -53,7 +56,10 @@ _VALUE_FIELD = {
     EventKind.WALL: "unix_seconds",
     EventKind.SERIAL_RX: "data",
     EventKind.INJECT: "vector",
-    EventKind.TSC: "tsc",
+    EventKind.TSC: "tsc_offset",
+    EventKind.IRQ_LINE: "line",
+    EventKind.DEVICE_INPUT: "data",
+    EventKind.ENTROPY: "data",
 }
 _EXIT = int(EventKind.EXIT)
 _FORCED = (ExitKind.INTR, ExitKind.IRQ_WINDOW)
@@ -169,7 +175,8 @@ def _side(trace: str, idx: int, ev: tuple, rip: int | None, note: str = "") -> d
     out: dict[str, Any] = {"trace": trace, "exit": idx, "kind": kind.name, **d}
     del out["event"]
     if isinstance(value, bytes):
-        out["value"] = value.decode("latin-1")
+        # typed text reads as text; entropy and frames are binary
+        out["value"] = value.decode("latin-1") if kind == EventKind.SERIAL_RX else value.hex()
     else:
         out["value"] = value
     out["rip"] = rip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -216,3 +217,22 @@ def test_different_guests_or_command_lines_are_an_error(
     assert r.status == 73 and len(r.err.strip().splitlines()) == 1
     r = rrvmm("trace", "diff", str(a), str(a), "--ignore", "BOGUS")
     assert r.status == 64 and "not an event kind" in r.err
+
+
+def test_entropy_is_an_input_and_shown_in_hex(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    img = tmp_path / "disk.img"
+    img.write_bytes(bytes(4096))
+    traces = []
+    for name in ("a", "b"):
+        t = tmp_path / f"{name}.rrt"
+        r = rrvmm(
+            "record", "--backend", "soft", "--kernel", str(guest("virtio")), "--virtio-cmdline",
+            "--disk", str(img), "-o", str(t), stdin=None,
+        )  # fmt: skip
+        assert r.status == 0, r.err
+        traces.append(str(t))
+    d = rrvmm("trace", "diff", *traces)
+    assert d.status == 1
+    first = d.out.splitlines()
+    assert "ENTROPY differs" in first[0]
+    assert re.search(r"ENTROPY [0-9a-f]{64}\b", first[1]), first[1]
