@@ -58,8 +58,11 @@ __all__ = [
     "NotATrace",
 ]
 
-#: Bump on any change a version-1 reader could misread (see docs/trace-format.md).
-TRACE_VERSION = 1
+#: Bump on any change an older reader could misread (see docs/trace-format.md). Version 2
+#: added event kinds 9-11 and LANDING's optional ``halted`` field; the container is as in 1.
+TRACE_VERSION = 2
+#: The oldest version this reader still reads (every later one is a superset of it).
+OLDEST_READABLE_VERSION = 1
 
 MAGIC = b"RRVMMTRC"
 END_MAGIC = b"RRVMMEND"
@@ -727,15 +730,20 @@ class TraceReader:
         if len(head) < 12:
             raise TraceTruncated(self.path, "file ends inside the trace file header")
         version = int.from_bytes(head[8:12], "little")
-        if version != TRACE_VERSION:
-            # A v1 prefix whose only damage is the version field still matches its seal with
-            # the version put back; call that corruption rather than blame the rrvmm version.
-            fixed = head[:8] + TRACE_VERSION.to_bytes(4, "little") + head[12:]
-            if len(fixed) == _PREFIX_SIZE and _seal_ok(fixed, _PREFIX.size):
-                raise self._corrupt(f"format version field damaged (reads {version})", offset=8)
+        readable = range(OLDEST_READABLE_VERSION, TRACE_VERSION + 1)
+        if version not in readable:
+            # A prefix whose only damage is the version field still matches its seal with a
+            # known version put back; call that corruption rather than blame the rrvmm version.
+            for known in readable:
+                fixed = head[:8] + known.to_bytes(4, "little") + head[12:]
+                if len(fixed) == _PREFIX_SIZE and _seal_ok(fixed, _PREFIX.size):
+                    raise self._corrupt(
+                        f"format version field damaged (reads {version})", offset=8
+                    )
             if version > TRACE_VERSION:
                 raise TraceVersionError(self.path, version, TRACE_VERSION)
             raise self._corrupt(f"invalid format version {version}", offset=8)
+        self.version = version
         if len(head) < _PREFIX_SIZE:
             raise TraceTruncated(self.path, "file ends inside the trace file header")
         if not _seal_ok(head, _PREFIX.size):

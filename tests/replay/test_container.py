@@ -459,6 +459,19 @@ def test_newer_version_is_refused(tmp_path: Path) -> None:
     assert_one_line(info.value, path)
 
 
+def test_version_1_traces_are_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "t.rrt"
+    events = [(0, pio(0)), (1, pio(1))]
+    write_trace(path, events)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 8, 1)  # a version-1 file: same container, older events
+    struct.pack_into("<Q", data, 24, xxhash.xxh3_64_intdigest(bytes(data[:24])))
+    path.write_bytes(bytes(data))
+    with TraceReader(path) as reader:
+        assert reader.version == 1
+        assert [(i, list(ev)) for i, ev in reader.events()] == [(i, list(e)) for i, e in events]
+
+
 def test_damaged_version_field_is_corruption(tmp_path: Path) -> None:
     path = tmp_path / "t.rrt"
     write_trace(path, [(0, pio(0))])
