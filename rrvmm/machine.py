@@ -408,11 +408,7 @@ class Machine:
             )
         if not cpu.halted():
             return
-        self.stats["halts"] += 1
-        if not cpu.get_regs()["rflags"] & RFLAGS_IF:
-            raise MachineStop(
-                RunResult(0, f"guest halted with interrupts disabled at RIP {ex.rip:#x}")
-            )
+        self._halted_with_interrupts_disabled(ex)
         # what the host already sent may be what wakes it: take it first (as a HLT exit
         # with rrvmm's PIC does), then it is stuck only if no edge waits to be delivered
         self._take_inputs(self.pit.next_deadline_ns())
@@ -422,13 +418,7 @@ class Machine:
             and not self._line_edge
             and cpu.deliverable_vector() is None
         ):
-            raise MachineStop(
-                RunResult(
-                    ExitStatus.GUEST_STUCK,
-                    f"guest halted at RIP {ex.rip:#x} with no timer running and no"
-                    " input left: it can never wake up",
-                )
-            )
+            self._stuck(ex)
 
     def _deliver_interrupt(self) -> None:
         if self.kernel_irqchip:
@@ -450,26 +440,32 @@ class Machine:
 
     def _halt(self, ex: VcpuExit) -> None:
         """HLT: wait (in the seam) until a timer or input can wake the guest."""
-        self.stats["halts"] += 1
-        rflags = self.cpu.get_regs()["rflags"]
-        if not rflags & RFLAGS_IF:
-            raise MachineStop(
-                RunResult(0, f"guest halted with interrupts disabled at RIP {ex.rip:#x}")
-            )
+        self._halted_with_interrupts_disabled(ex)
         while True:
             deadline = self.pit.next_deadline_ns()
             self._take_inputs(deadline)
             if self.pic.has_interrupt() or self.seam.stop_requested():
                 return
             if deadline is None and not self.seam.input_possible():
-                raise MachineStop(
-                    RunResult(
-                        ExitStatus.GUEST_STUCK,
-                        f"guest halted at RIP {ex.rip:#x} with no timer running and no"
-                        " input left: it can never wake up",
-                    )
-                )
+                self._stuck(ex)
             self.seam.idle(deadline)
+
+    def _halted_with_interrupts_disabled(self, ex: VcpuExit) -> None:
+        """Count a halt; a CLI;HLT ends the run (nothing can wake it)."""
+        self.stats["halts"] += 1
+        if not self.cpu.get_regs()["rflags"] & RFLAGS_IF:
+            raise MachineStop(
+                RunResult(0, f"guest halted with interrupts disabled at RIP {ex.rip:#x}")
+            )
+
+    def _stuck(self, ex: VcpuExit) -> None:
+        raise MachineStop(
+            RunResult(
+                ExitStatus.GUEST_STUCK,
+                f"guest halted at RIP {ex.rip:#x} with no timer running and no"
+                " input left: it can never wake up",
+            )
+        )
 
     def _crash(self, ex: VcpuExit) -> None:
         what = {

@@ -343,12 +343,16 @@ class KvmBackend:
         """Kernel irqchip: the vector the next entry delivers (IF set, no STI/MOV SS shadow)."""
         chip = self.kernel_irqchip
         assert chip is not None
+        ev = self._events_if_interruptible()
+        if ev is None or ev.interrupt.shadow:
+            return None
+        return ev.interrupt.nr if ev.interrupt.injected else chip.pending_vector()
+
+    def _events_if_interruptible(self) -> K.kvm_vcpu_events | None:
+        """The vCPU's pending events, or None while RFLAGS.IF is clear (nothing is taken)."""
         if not self.get_regs()["rflags"] & (1 << 9):
             return None
-        ev = self.vcpu.get(K.KVM_GET_VCPU_EVENTS, K.kvm_vcpu_events)
-        if ev.interrupt.shadow or ev.interrupt.injected:
-            return ev.interrupt.nr if ev.interrupt.injected else None
-        return chip.pending_vector()
+        return self.vcpu.get(K.KVM_GET_VCPU_EVENTS, K.kvm_vcpu_events)
 
     def edge_taken_at_entry(self, line: int) -> bool:
         """Kernel irqchip: a rising edge on ``line`` now would be delivered at the next entry.
@@ -360,9 +364,9 @@ class KvmBackend:
         """
         chip = self.kernel_irqchip
         assert chip is not None
-        if not self.get_regs()["rflags"] & (1 << 9):
+        ev = self._events_if_interruptible()
+        if ev is None:
             return False
-        ev = self.vcpu.get(K.KVM_GET_VCPU_EVENTS, K.kvm_vcpu_events)
         # An interrupt already on its way (pending in the PIC, or acknowledged and queued
         # by an entry that a kick cut short) holds the edge back either way: which of the
         # two KVM shows depends on where the kick fell, not on the guest.
