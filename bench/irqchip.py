@@ -12,20 +12,19 @@ guest saw, and record overhead (record / run).
 from __future__ import annotations
 
 import argparse
-import io
 import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rrvmm.hostio import SerialHost  # noqa: E402
+from timing import timed  # noqa: E402
+
 from rrvmm.machine import MachineConfig  # noqa: E402
-from rrvmm.session import GuestImages, make_backend, record_guest, run_guest  # noqa: E402
+from rrvmm.session import GuestImages  # noqa: E402
 
 MEMORY = 32 << 20
 CASES = [
@@ -45,18 +44,9 @@ def _ticks(out: bytes) -> int:
 def _once(kernel: Path, append: str, irqchip: str, trace: Path | None) -> tuple[float, int, int]:
     images = GuestImages.load(kernel)
     config = MachineConfig(memory=MEMORY, cmdline=append, kernel_name=kernel.name)
-    cpu = make_backend("kvm", MEMORY, irqchip=irqchip)
-    out = io.BytesIO()
-    serial = SerialHost(output=out, input_fd=None)
-    t0 = time.perf_counter()
-    if trace is None:
-        result = run_guest(images, config, cpu, serial)
-    else:
-        result, _ = record_guest(images, config, cpu, serial, trace)
-    wall = time.perf_counter() - t0
-    cpu.close()
+    wall, result, out = timed(images, config, "kvm", irqchip, trace)
     assert result.status == 0, result.reason
-    return wall, result.exits, _ticks(out.getvalue())
+    return wall, result.exits, _ticks(out)
 
 
 def main() -> None:

@@ -9,20 +9,19 @@ MB/s = image size / wall time of the whole run (boot included, which is ~ms).
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rrvmm.hostio import SerialHost  # noqa: E402
+from timing import timed  # noqa: E402
+
 from rrvmm.machine import MachineConfig  # noqa: E402
-from rrvmm.session import GuestImages, make_backend, record_guest, run_guest  # noqa: E402
+from rrvmm.session import GuestImages  # noqa: E402
 
 MEMORY = 32 << 20
 
@@ -34,17 +33,8 @@ def _once(backend: str, disk: Path, trace: Path | None) -> float:
         memory=MEMORY, cmdline="blkreadall", kernel_name=kernel.name, virtio_cmdline=True,
         disk=str(disk),
     )  # fmt: skip
-    cpu = make_backend(backend, MEMORY)
-    out = io.BytesIO()
-    serial = SerialHost(output=out, input_fd=None)
-    t0 = time.perf_counter()
-    if trace is None:
-        result = run_guest(images, config, cpu, serial)
-    else:
-        result, _ = record_guest(images, config, cpu, serial, trace)
-    wall = time.perf_counter() - t0
-    cpu.close()
-    assert result.status == 0 and b"virtio-blk: read" in out.getvalue(), out.getvalue()
+    wall, result, out = timed(images, config, backend, None, trace)
+    assert result.status == 0 and b"virtio-blk: read" in out, out
     return wall
 
 
