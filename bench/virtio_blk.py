@@ -49,9 +49,7 @@ def main() -> None:
         disk = Path(tmp) / "disk.img"
         disk.write_bytes(os.urandom(args.mib << 20))
         run = min(_once(args.backend, disk, None) for _ in range(args.repeat))
-        rec = min(
-            _once(args.backend, disk, Path(tmp) / f"t{i}.rrt") for i in range(args.repeat)
-        )
+        rec = min(_once(args.backend, disk, Path(tmp) / f"t{i}.rrt") for i in range(args.repeat))
         trace_bytes = (Path(tmp) / "t0.rrt").stat().st_size
     mib = args.mib
     print(f"backend {args.backend}, {mib} MiB read in 4 KiB requests")

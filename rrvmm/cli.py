@@ -228,9 +228,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
         cpu.close()
         raise RrvmmError(f"cannot create {out.parent}: {e.strerror}", ExitStatus.NO_INPUT) from None
     try:
-        result, recorder = record_guest(
-            images, config, cpu, SerialHost(input_fd=_stdin_fd()), out
-        )
+        result, recorder = record_guest(images, config, cpu, SerialHost(input_fd=_stdin_fd()), out)
     finally:
         cpu.close()
     _report_end(result, args.verbose)

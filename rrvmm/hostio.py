@@ -88,8 +88,10 @@ class SerialHost:
             except OSError:
                 data = b""
             if not data:
+                # End a wait, but do not kick: EOF gives a running guest nothing, and a
+                # kick would put a forced exit at a host-timed point in the recording.
                 self.input_closed = True
-                self._notify()
+                self._event.set()
                 return
             if self._is_tty():
                 data = self._filter_escape(data)

@@ -479,4 +479,3 @@ def _checked(events):  # noqa: ANN001, ANN202 - iterator passthrough
         yield from events
     except TraceError as e:
         raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
-

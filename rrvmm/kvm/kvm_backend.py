@@ -421,7 +421,10 @@ class KvmBackend:
             return None
         current.kind, current.addr, current.size = ex.kind, ex.addr, ex.size
         current.count, current.data, current.rip, current.detail = (
-            ex.count, ex.data, ex.rip, ex.detail
+            ex.count,
+            ex.data,
+            ex.rip,
+            ex.detail,
         )
         return current
 

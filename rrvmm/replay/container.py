@@ -737,9 +737,7 @@ class TraceReader:
             for known in readable:
                 fixed = head[:8] + known.to_bytes(4, "little") + head[12:]
                 if len(fixed) == _PREFIX_SIZE and _seal_ok(fixed, _PREFIX.size):
-                    raise self._corrupt(
-                        f"format version field damaged (reads {version})", offset=8
-                    )
+                    raise self._corrupt(f"format version field damaged (reads {version})", offset=8)
             if version > TRACE_VERSION:
                 raise TraceVersionError(self.path, version, TRACE_VERSION)
             raise self._corrupt(f"invalid format version {version}", offset=8)

@@ -32,8 +32,13 @@ class EventKind(IntEnum):
 EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
     EventKind.EXIT: ("exit_kind", "addr", "size", "value", "rip"),
     EventKind.LANDING: (
-        "regs_hash", "rflags", "memory_hash", "portable_memory_hash", "progressed",
-        "instructions", "halted",
+        "regs_hash",
+        "rflags",
+        "memory_hash",
+        "portable_memory_hash",
+        "progressed",
+        "instructions",
+        "halted",
     ),  # fmt: skip
     EventKind.TIMER: ("late_ns",),
     EventKind.CLOCK: ("clock_ns",),

@@ -295,8 +295,9 @@ class Replayer(Seam):
         idx, payload = ev
         actual = exit_event(exit, value)
         if idx != self.index or payload[0] != EventKind.EXIT:
-            raise self._diverged("exit", self._describe(ev), f"exit {self.index}: "
-                                 f"{_fmt_exit(actual)}")
+            raise self._diverged(
+                "exit", self._describe(ev), f"exit {self.index}: {_fmt_exit(actual)}"
+            )
         self._consume()
         same = (
             payload[1] == actual[1]

@@ -42,5 +42,3 @@ def test_the_documented_gdb_session(tmp_path: Path, guest_dir: Path, any_backend
     assert "position: exit" in text  # monitor info
     assert "No more reverse-execution history" in text  # continue to the end
     assert re.search(r"cr3\s+0x", text)
-
-

@@ -36,7 +36,10 @@ def _record(tmp_path: Path, kernel: Path, append: str, name: str) -> tuple[Path,
     ids=["interrupts-mid-loop", "hlt-idle"],
 )
 def test_kernel_irqchip_replays_exactly_20_of_20(
-    tmp_path: Path, guest, name: str, append: str  # noqa: ANN001
+    tmp_path: Path,
+    guest,
+    name: str,
+    append: str,  # noqa: ANN001
 ) -> None:
     outputs = set()
     for i in range(20):
@@ -67,7 +70,9 @@ def _without(src: Path, dst: Path, kind: EventKind, nth: int) -> int:
 
 @pytest.mark.parametrize("kind", [EventKind.IRQ_LINE, EventKind.TIMER])
 def test_a_trace_missing_one_interrupt_diverges_there(
-    tmp_path: Path, guest, kind: EventKind  # noqa: ANN001
+    tmp_path: Path,
+    guest,
+    kind: EventKind,  # noqa: ANN001
 ) -> None:
     trace, _ = _record(tmp_path, guest("timer"), "", "timer")
     with TraceReader(trace) as r:
@@ -98,7 +103,12 @@ def test_kernel_irqchip_needs_kvm_and_the_recorded_controller(tmp_path: Path, gu
 
 @pytest.mark.parametrize(("name", "append", "stdin", "status"), GUESTS)
 def test_every_guest_replays_with_the_kernel_irqchip(  # noqa: PLR0913
-    tmp_path: Path, guest, name: str, append: str, stdin: bytes, status: int  # noqa: ANN001
+    tmp_path: Path,
+    guest,
+    name: str,
+    append: str,
+    stdin: bytes,
+    status: int,  # noqa: ANN001
 ) -> None:
     trace = tmp_path / f"{name}.rrt"
     rec = rrvmm(

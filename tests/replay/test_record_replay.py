@@ -43,7 +43,12 @@ def _record(  # noqa: ANN202
 @pytest.mark.parametrize(("name", "append", "stdin", "status"), GUESTS)
 def test_replay_reprints_identical_output(  # noqa: PLR0913
     backend: str,
-    tmp_path: Path, guest, name: str, append: str, stdin: bytes, status: int  # noqa: ANN001
+    tmp_path: Path,
+    guest,
+    name: str,
+    append: str,
+    stdin: bytes,
+    status: int,  # noqa: ANN001
 ) -> None:
     trace, rec = _record(backend, tmp_path, str(guest(name)), append, stdin)
     assert rec.status == status, rec.err

@@ -79,8 +79,12 @@ class VirtioNet(VirtioDevice):
         packet = _RX_HDR + frame
         if len(packet) > chain.writable_len:
             q.state.last_avail_idx = saved  # leave the buffer for a frame that fits
-            log.debug("%s: dropped a %d-byte frame, buffer is %d bytes", self.name,
-                      len(frame), chain.writable_len)
+            log.debug(
+                "%s: dropped a %d-byte frame, buffer is %d bytes",
+                self.name,
+                len(frame),
+                chain.writable_len,
+            )
             return True
         q.push(chain, q.scatter(chain.writable, packet))
         self.used_added(queue)

@@ -207,8 +207,11 @@ class Driver:
         assert num_max, f"queue {index} does not exist"
         q = DriverQueue(self, index, size or min(num_max, 16))
         self.w(QUEUE_NUM, q.size)
-        for low, addr in ((QUEUE_DESC_LOW, q.desc), (QUEUE_DRIVER_LOW, q.avail),
-                          (QUEUE_DEVICE_LOW, q.used_ring)):
+        for low, addr in (
+            (QUEUE_DESC_LOW, q.desc),
+            (QUEUE_DRIVER_LOW, q.avail),
+            (QUEUE_DEVICE_LOW, q.used_ring),
+        ):
             self.w(low, addr & 0xFFFFFFFF)
             self.w(low + 4, addr >> 32)
         self.w(QUEUE_READY, 1)

@@ -69,9 +69,11 @@ def good_request(rig: Rig, n: int = 0) -> Callable[[], None]:
     """Post one valid request on the kicked queue; returns a check that it completed."""
     d, q = rig.driver, rig.kicked
     if rig.kind == "blk":
-        head = q.post(d.buffer(struct.pack("<IIQ", 1 - n % 2, 0, n % 8)),
-                      d.buffer(bytes([n]) * 512, writable=n % 2 == 1),
-                      d.buffer(1, writable=True))
+        head = q.post(
+            d.buffer(struct.pack("<IIQ", 1 - n % 2, 0, n % 8)),
+            d.buffer(bytes([n]) * 512, writable=n % 2 == 1),
+            d.buffer(1, writable=True),
+        )
         want_len = 1 if n % 2 == 0 else 513
     elif rig.kind == "net":
         head, want_len = q.post(d.buffer(bytes(12)), d.buffer(FRAME + bytes([n]))), 0

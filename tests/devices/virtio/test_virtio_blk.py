@@ -131,8 +131,10 @@ def test_any_layout_header_and_status_sharing_descriptors(image: Path) -> None:
     """VERSION_1 implies any framing: one readable header+data, one writable data+status."""
     b = Blk(Disk(image))
     d, q = b.d, b.q
-    head = q.post(d.buffer(struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, 2)),
-                  (inout := d.buffer(513, writable=True)))
+    head = q.post(
+        d.buffer(struct.pack("<IIQ", VIRTIO_BLK_T_IN, 0, 2)),
+        (inout := d.buffer(513, writable=True)),
+    )
     q.kick()
     assert q.used() == [(head, 513)]
     assert d.read(inout) == b"\x02" * 512 + b"\0"

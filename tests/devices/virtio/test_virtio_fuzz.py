@@ -41,8 +41,10 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("kind", KINDS)
 def test_random_rings_never_raise(kind: str, image: Path) -> None:
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-    @given(tables=st.lists(st.tuples(descriptors, avail), min_size=1, max_size=2),
-           payload=st.binary(max_size=200))
+    @given(
+        tables=st.lists(st.tuples(descriptors, avail), min_size=1, max_size=2),
+        payload=st.binary(max_size=200),
+    )
     def run(tables: list, payload: bytes) -> None:
         rig = make_rig(kind, image, ram_size=RAM)
         d = rig.driver

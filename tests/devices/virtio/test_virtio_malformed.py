@@ -94,7 +94,9 @@ def assert_failed_once(rig: Rig, caplog: pytest.LogCaptureFixture, queue: int) -
 @pytest.mark.parametrize("malform", MALFORMATIONS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("kind", KINDS)
 def test_malformed_chain_fails_the_device_until_reset(
-    kind: str, malform: Callable[[Rig, DriverQueue], None], tmp_path: Path,
+    kind: str,
+    malform: Callable[[Rig, DriverQueue], None],
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     rig = make_rig(kind, disk_image(tmp_path))
