@@ -2,23 +2,24 @@
 
 Unicorn translates guest addresses itself while it runs; the backend needs its own walk for
 the accesses a real CPU makes during event delivery (IDT, GDT, TSS, the new stack frame).
-The walk checks present, write and user permissions the way the CPU does for implicit
-supervisor accesses, sets accessed and dirty bits, and raises ``GuestFault`` with the #PF
-error code (and CR2) a real walk would produce.
+The walk itself is ``rrvmm.mmu.walk`` (the debugger's too); here it checks write and user
+permissions the way the CPU does for implicit supervisor accesses, sets accessed and dirty
+bits, and raises ``GuestFault`` with the #PF error code (and CR2) a real walk would produce.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import NoReturn
 
+from ...mmu import Entry, PageFault, walk
 from . import layout as L
 
 __all__ = ["GuestFault", "PhysMemory", "Walker", "LOW_MEMORY_LIMIT", "HIGH_BASE"]
 
 LOW_MEMORY_LIMIT = 0xC000_0000  # RAM above this goes above 4 GiB (PCI/MMIO hole), as on KVM
 HIGH_BASE = 0x1_0000_0000
-_ADDR = 0x000F_FFFF_FFFF_F000
-_P, _RW, _US, _A, _D, _PS = 1, 2, 4, 0x20, 0x40, 0x80
+_RW, _US, _A, _D = 2, 4, 0x20, 0x40
 PF_PRESENT, PF_WRITE, PF_USER = 1, 2, 4
 
 
@@ -77,73 +78,25 @@ class Walker:
 
     def translate(self, la: int, write: bool = False, user: bool = False) -> int:
         cr = self.e.cr
-        cr0 = cr[0]
-        if not cr0 & L.CR0_PG:
-            return la & 0xFFFF_FFFF
         efer = self.e.efer.value
-        wp = bool(cr0 & L.CR0_WP)
-        if efer & L.EFER_LMA:
+        if efer & L.EFER_LMA and cr[0] & L.CR0_PG:
             levels = 5 if cr[4] & L.CR4_LA57 else 4
             top = la >> (9 * levels + 11)  # the bits above the top of the address space
             if top not in (0, (1 << (64 - 9 * levels - 11)) - 1):
                 raise GuestFault(L.EXC_GP, 0)
-            entries = []
-            table = cr[3] & _ADDR
-            for level in range(levels, 0, -1):
-                shift = 12 + 9 * (level - 1)
-                addr = table + ((la >> shift) & 0x1FF) * 8
-                entry = self.mem.read_u64(addr)
-                if not entry & _P:
-                    self._fault(la, 0, write, user)
-                entries.append((addr, entry, 8))
-                if level == 1 or (level in (2, 3) and entry & _PS):
-                    self._check_and_mark(entries, la, write, user, wp)
-                    mask = (1 << shift) - 1
-                    return (entry & _ADDR & ~mask) | (la & mask)
-                table = entry & _ADDR
-            raise AssertionError("unreachable")
-        la &= 0xFFFF_FFFF
-        cr4 = cr[4]
-        if cr4 & L.CR4_PAE:
-            addr = (cr[3] & 0xFFFF_FFE0) + (la >> 30) * 8
-            pdpte = self.mem.read_u64(addr)
-            if not pdpte & _P:
-                self._fault(la, 0, write, user)
-            entries: list[tuple[int, int, int]] = []
-            table = pdpte & _ADDR
-            for shift in (21, 12):
-                addr = table + ((la >> shift) & 0x1FF) * 8
-                entry = self.mem.read_u64(addr)
-                if not entry & _P:
-                    self._fault(la, 0, write, user)
-                entries.append((addr, entry, 8))
-                if shift == 12 or entry & _PS:
-                    self._check_and_mark(entries, la, write, user, wp)
-                    mask = (1 << shift) - 1
-                    return (entry & _ADDR & ~mask) | (la & mask)
-                table = entry & _ADDR
-        addr = (cr[3] & 0xFFFF_F000) + (la >> 22) * 4
-        pde = self.mem.read_u32(addr)
-        if not pde & _P:
-            self._fault(la, 0, write, user)
-        entries = [(addr, pde, 4)]
-        if pde & _PS and cr4 & L.CR4_PSE:
-            self._check_and_mark(entries, la, write, user, wp)
-            return (pde & 0xFFC0_0000) | ((pde & 0x1F_E000) << 19) | (la & 0x3F_FFFF)
-        addr = (pde & 0xFFFF_F000) + ((la >> 12) & 0x3FF) * 4
-        pte = self.mem.read_u32(addr)
-        if not pte & _P:
-            self._fault(la, 0, write, user)
-        entries.append((addr, pte, 4))
-        self._check_and_mark(entries, la, write, user, wp)
-        return (pte & 0xFFFF_F000) | (la & 0xFFF)
+        try:
+            pa, entries = walk(la, cr[0], cr[3], cr[4], efer, self.mem.read)
+        except PageFault as f:
+            self._fault(f.address, 0, write, user)
+        self._check_and_mark(entries, la, write, user, bool(cr[0] & L.CR0_WP))
+        return pa
 
-    def _fault(self, la: int, present: int, write: bool, user: bool) -> None:
+    def _fault(self, la: int, present: int, write: bool, user: bool) -> NoReturn:
         code = present | (PF_WRITE if write else 0) | (PF_USER if user else 0)
         raise GuestFault(L.EXC_PF, code, la)
 
     def _check_and_mark(
-        self, entries: list[tuple[int, int, int]], la: int, write: bool, user: bool, wp: bool
+        self, entries: list[Entry], la: int, write: bool, user: bool, wp: bool
     ) -> None:
         if user and not all(e & _US for _, e, _ in entries):
             self._fault(la, PF_PRESENT, write, user)
