@@ -9,6 +9,8 @@ and the backend refuses to run on any other version.
 
 from __future__ import annotations
 
+from ...mmu import CR0_PG, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA  # noqa: F401 - re-exported
+
 UNICORN_VERSION = "2.1.4"
 UNICORN_VERSION_WORD = 0x020104FF  # uc_version()'s combined number for 2.1.4 final
 
@@ -88,15 +90,11 @@ DESC_C_MASK = 1 << 10
 DESC_CS_MASK = 1 << 11
 
 # control registers, EFLAGS, EFER
+# (the paging bits are the page walk's: rrvmm.mmu)
 CR0_PE = 1
 CR0_WP = 1 << 16
-CR0_PG = 1 << 31
-CR4_PSE = 1 << 4
-CR4_PAE = 1 << 5
-CR4_LA57 = 1 << 12
 EFER_SCE = 1
 EFER_LME = 1 << 8
-EFER_LMA = 1 << 10
 EFER_NXE = 1 << 11
 TF_MASK = 1 << 8
 IF_MASK = 1 << 9
