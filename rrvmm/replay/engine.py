@@ -23,7 +23,7 @@ from ..machine import Machine, MachineStop, RunResult
 from ..mmu import PageFault, read_virtual, translate
 from ..session import _checked, _images_for_replay, replay_backend, replay_machine
 from .container import TraceReader
-from .fingerprint import Landing, memory_fingerprint, pages_of, regs_fingerprint
+from .fingerprint import Landing, LandingProbe, memory_fingerprint, pages_of, regs_fingerprint
 from .replayer import Replayer, TraceEnded
 
 __all__ = ["ReplayEngine", "Checkpoint"]
@@ -101,6 +101,7 @@ class ReplayEngine:
         self.replayer = Replayer(
             lambda k: _checked(reader.events(k)), self.cpu, exact_flags=self.exact_flags
         )
+        self.probe = LandingProbe(self.cpu, self.exact_flags, self.exact_counts)
         self.machine = Machine(self.config, self.cpu, self.replayer, self.serial, self._hosts)
         self.machine.boot(images.kernel, images.initrd)
         self.slots = self.cpu.slots
@@ -110,7 +111,6 @@ class ReplayEngine:
         self.ended: RunResult | None = None  # the guest's own end, once replay reached it
         self.n: int | None = 0  # single steps since the current exit (None: not counted)
         self._prepared = False
-        self._landing_dirty = 0
         self._watch_hit: Stop | None = None
         self._interrupt = threading.Event()
         self.checkpoints: dict[int, Checkpoint] = {}
@@ -149,7 +149,7 @@ class ReplayEngine:
             machine=self.machine.snapshot(),
             cursor=self.replayer.cursor(),
             accumulators={"landing": self.slots.accumulators().get("landing", 0)},
-            landing_dirty=self._landing_dirty,
+            landing_dirty=self.probe.dirty,
             serial_len=len(self.serial.transcript),
         )
         if prev is not None:
@@ -191,7 +191,7 @@ class ReplayEngine:
         self.slots.set_accumulators(
             {"landing": cp.accumulators["landing"], "checkpoint": 0, "restore": 0}
         )
-        self._landing_dirty = cp.landing_dirty
+        self.probe.dirty = cp.landing_dirty
         del self.serial.transcript[cp.serial_len :]
         self._mem_at = cp.exit_index
         self._ckpt_anchor = cp.exit_index
@@ -238,20 +238,6 @@ class ReplayEngine:
     def at_end(self) -> bool:
         return self.ended is not None or self.replayer.next_exit() is None
 
-    def _counted(self, landing: Landing | None) -> bool:
-        return landing is not None and self.exact_counts and landing.instructions is not None
-
-    def _landing_match(self, landing: Landing) -> bool:
-        if self._counted(landing):
-            if self.cpu.instructions != landing.instructions:
-                return False
-            self.cpu.dirty_bitmap("landing")  # in step with the recorder's fingerprint
-            return True
-        if not landing.regs_match(self.cpu.get_regs(), self.exact_flags):
-            return False
-        self._landing_dirty |= self.cpu.dirty_bitmap("landing")
-        return landing.memory_matches(self._landing_dirty, self.cpu.ram_page, self.exact_flags)
-
     def _take_landing(self, landing: Landing) -> None:
         """The CPU stands at the recorded forced exit: report that exit.
 
@@ -261,14 +247,13 @@ class ReplayEngine:
         ex = self.cpu.exit
         ex.kind, ex.rip, ex.addr, ex.size, ex.count = landing.kind, landing.rip, 0, 0, 1
         ex.data, ex.detail = b"", ""
-        self._landing_dirty = 0
+        self.probe.passed()
         self._handle_exit(ex)
 
     def _land_without_progress(self) -> bool:
         landing = self.replayer.next_landing()
         if landing is not None and not landing.progressed:
-            self.cpu.dirty_bitmap("landing")
-            self._landing_dirty = 0
+            self.probe.passed()
             self._handle_exit(self.cpu.forge_exit(landing.kind, landing.rip))
             return True
         return False
@@ -338,7 +323,7 @@ class ReplayEngine:
         self._check_end()
         injected = self._prepare()
         landing = self.replayer.next_landing()
-        if landing is not None and self._landing_match(landing):
+        if landing is not None and self.probe.matches(landing):
             self._take_landing(landing)
             return None
         vector = self.machine.last_vector if injected else None
@@ -401,7 +386,7 @@ class ReplayEngine:
             self._check_end()
             self._prepare()
             landing = self.replayer.next_landing()
-            counted = self._counted(landing)
+            counted = self.probe.counted(landing)
             bps = sorted(self.breakpoints) if stop_at_breakpoints else []
             arm = ([landing.rip] if landing and not counted else []) + bps
             if len(set(arm)) > MAX_HW_BREAKPOINTS:
@@ -415,12 +400,12 @@ class ReplayEngine:
             )
             if skip_breakpoint_at is not None and rip == skip_breakpoint_at:
                 skip_breakpoint_at = None
-                if landing is None or not self._landing_match(landing):
+                if landing is None or not self.probe.matches(landing):
                     hit = self.step()  # step off the breakpoint we are stopped at
                     if hit is not None and stop_on_watch:
                         raise _Hit(hit)
                     continue
-            if landing is not None and rip == landing.rip and self._landing_match(landing):
+            if landing is not None and rip == landing.rip and self.probe.matches(landing):
                 self._take_landing(landing)
                 continue
             if self.machine.kernel_irqchip:
@@ -437,11 +422,11 @@ class ReplayEngine:
                 if counted:
                     self.cpu.set_instruction_limit(None)
             self.n = None
-            if counted and ex.kind is ExitKind.INTR and self._landing_match(landing):
+            if counted and ex.kind is ExitKind.INTR and self.probe.matches(landing):
                 self._take_landing(landing)
                 continue
             if ex.kind is ExitKind.DEBUG:
-                if landing is not None and ex.rip == landing.rip and self._landing_match(landing):
+                if landing is not None and ex.rip == landing.rip and self.probe.matches(landing):
                     self._take_landing(landing)
                     continue
                 if ex.rip in self.breakpoints and stop_at_breakpoints:
@@ -460,7 +445,7 @@ class ReplayEngine:
                 continue
             if ex.kind is ExitKind.INTR:
                 if self.machine.kernel_irqchip and self.cpu.halted():
-                    if landing is not None and landing.halted and self._landing_match(landing):
+                    if landing is not None and landing.halted and self.probe.matches(landing):
                         self._take_landing(landing)
                     elif self.cpu.deliverable_vector() is None:
                         raise TargetError(

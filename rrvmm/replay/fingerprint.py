@@ -20,7 +20,7 @@ from .events import EventKind
 
 __all__ = [
     "regs_fingerprint", "memory_fingerprint", "pages_of", "Landing", "STATUS_FLAGS",
-    "landing_payload",
+    "landing_payload", "LandingProbe",
 ]  # fmt: skip
 
 PAGE_SIZE = 4096
@@ -85,6 +85,40 @@ class Landing(NamedTuple):
         if (regs["rflags"] ^ self.rflags) & ~ignored:
             return False
         return regs_fingerprint(regs) == self.regs_hash
+
+
+class LandingProbe:
+    """Tells whether a CPU stands at a recorded forced exit (plain replay and the debugger).
+
+    The recorder hashed the pages written since the previous exit. The dirty log is read
+    only once the registers match (most breakpoint hits end there, cheaply), and a read
+    empties it, so the probe keeps the union of what it read until the landing is taken.
+    On a CPU that counts instructions (``exact_counts``) the count alone decides.
+    """
+
+    def __init__(self, cpu: Any, exact_flags: bool, exact_counts: bool) -> None:
+        self.cpu = cpu
+        self.exact_flags = exact_flags
+        self.exact_counts = exact_counts
+        self.dirty = 0  # pages read from the log since the last exit, not yet hashed away
+
+    def counted(self, landing: Landing | None) -> bool:
+        return landing is not None and self.exact_counts and landing.instructions is not None
+
+    def matches(self, landing: Landing) -> bool:
+        cpu = self.cpu
+        if self.counted(landing):
+            return cpu.instructions == landing.instructions
+        if not landing.regs_match(cpu.get_regs(), self.exact_flags):
+            return False
+        self.dirty |= cpu.dirty_bitmap()
+        return landing.memory_matches(self.dirty, cpu.ram_page, self.exact_flags)
+
+    def passed(self) -> None:
+        """The exit is reported: what the guest wrote so far is behind the fingerprint
+        (as the recorder's own read of the log was)."""
+        self.cpu.dirty_bitmap()
+        self.dirty = 0
 
 
 def landing_payload(

@@ -18,7 +18,7 @@ from ..kicker import Kicker
 from ..kvm.backend import GPR_NAMES, ExitKind, VcpuExit
 from ..seam import Seam
 from .events import EventKind
-from .fingerprint import Landing
+from .fingerprint import Landing, LandingProbe
 from .recorder import FORCED_EXITS, exit_event
 
 if TYPE_CHECKING:
@@ -127,6 +127,7 @@ class Replayer(Seam):
         self._pending_read: list | None = None
         self.progress: Callable[[int], None] | None = None
         self._poller: Kicker | None = None  # kicks a vCPU that may be halted in KVM
+        self.probe = LandingProbe(cpu, exact_flags, self.exact_counts)
         cpu.enable_dirty_log()  # type: ignore[attr-defined]
 
     def booted(self) -> None:
@@ -376,22 +377,18 @@ class Replayer(Seam):
         if target is None:
             raise TraceEnded()
         self.stats.landings += 1
+        probe = self.probe
         if not target.progressed:
             self.stats.forged += 1
-            cpu.dirty_bitmap()  # the recorder's fingerprint consumed the dirty log here too
+            probe.passed()  # the recorder's fingerprint consumed the dirty log here too
             return cpu.forge_exit(kind, rip)
-        if self.exact_counts and target.instructions is not None:
+        if probe.counted(target):
             return self._land_by_count(cpu, kind, target.instructions)
         if target.halted:
             return self._land_halted(cpu, target)
-        # KVM keeps accumulating the dirty log until it is read, so it is read only when
-        # the registers already match; the union is what the recorder hashed.
-        dirty = 0
-        if target.regs_match(cpu.get_regs(), self.exact_flags):
-            # the kick came before the guest ran an instruction: we are there already
-            dirty = cpu.dirty_bitmap()
-            if target.memory_matches(dirty, cpu.ram_page, self.exact_flags):
-                return cpu.forge_exit(kind, rip)
+        if probe.matches(target):
+            probe.passed()  # the kick came before the guest ran an instruction: we are there
+            return cpu.forge_exit(kind, rip)
         kernel = getattr(cpu, "kernel_irqchip", None) is not None
         at_hlt: bool | None = None
         cpu.set_debug([rip])
@@ -401,11 +398,10 @@ class Replayer(Seam):
                 if ex.kind is not ExitKind.DEBUG or ex.rip != rip:
                     return ex  # a real exit first: the verification reports it
                 self.stats.landing_hits += 1
-                if target.regs_match(cpu.get_regs(), self.exact_flags):
-                    dirty |= cpu.dirty_bitmap()
-                    if target.memory_matches(dirty, cpu.ram_page, self.exact_flags):
-                        ex.kind, ex.addr, ex.size, ex.data, ex.detail = kind, 0, 0, b"", ""
-                        return ex
+                if probe.matches(target):
+                    probe.passed()
+                    ex.kind, ex.addr, ex.size, ex.data, ex.detail = kind, 0, 0, b"", ""
+                    return ex
                 if at_hlt is None:
                     at_hlt = kernel and cpu.at_hlt()  # the same instruction at every hit
                 if at_hlt:
@@ -448,9 +444,8 @@ class Replayer(Seam):
             if not cpu.halted():
                 continue
             self.stats.landing_hits += 1
-            if target.regs_match(cpu.get_regs(), self.exact_flags) and target.memory_matches(
-                cpu.dirty_bitmap(), cpu.ram_page, self.exact_flags
-            ):
+            if self.probe.matches(target):
+                self.probe.passed()
                 ex.kind = target.kind
                 return ex
             raise self._diverged(
@@ -478,7 +473,7 @@ class Replayer(Seam):
         finally:
             cpu.set_instruction_limit(None)
         if ex.kind is ExitKind.INTR and cpu.instructions == count:
-            cpu.dirty_bitmap()  # keep the dirty log in step with the recorder's
+            self.probe.passed()  # keep the dirty log in step with the recorder's
             ex.kind = kind
         return ex  # anything else is reported by the exit verification
 
