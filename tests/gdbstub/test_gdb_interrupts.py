@@ -14,13 +14,9 @@ from pathlib import Path
 import pytest
 
 from gdb_driver import Gdb, ReplayServer
+from machines import MACHINES, backend_of
 from rrvmm_cli import rrvmm
 
-MODES = [
-    pytest.param(("kvm", "user"), marks=pytest.mark.kvm, id="kvm-user"),
-    pytest.param(("kvm", "kernel"), marks=pytest.mark.kvm, id="kvm-kernel"),
-    pytest.param(("soft", "user"), id="soft"),
-]
 # timer halts between ticks (the tick wakes a HLT); irqhash is interrupted mid-loop (on
 # the software CPU guest time is instruction time: a faster tick gives it a few)
 GUESTS = [
@@ -29,22 +25,20 @@ GUESTS = [
 ]
 
 
-@pytest.fixture(scope="module", params=MODES)
-def mode(request: pytest.FixtureRequest) -> tuple[str, str]:
+@pytest.fixture(scope="module", params=MACHINES)
+def machine(request: pytest.FixtureRequest) -> list[str]:
     return request.param
 
 
 @pytest.fixture(params=GUESTS, ids=[g for g, _ in GUESTS])
 def session(
-    request: pytest.FixtureRequest, mode: tuple[str, str], tmp_path: Path, guest_dir: Path
+    request: pytest.FixtureRequest, machine: list[str], tmp_path: Path, guest_dir: Path
 ) -> Iterator[Gdb]:
     name, appends = request.param
-    backend, irqchip = mode
-    append = appends[backend]
+    append = appends[backend_of(machine)]
     trace = tmp_path / f"{name}.rrt"
-    args = ["--irqchip", irqchip] if backend == "kvm" else []
     r = rrvmm(
-        "record", "--backend", backend, *args, "--kernel", str(guest_dir / f"{name}.mb"),
+        "record", *machine, "--kernel", str(guest_dir / f"{name}.mb"),
         "--append", append, "-o", str(trace), stdin=None,
     )  # fmt: skip
     assert r.status == 0, r.err

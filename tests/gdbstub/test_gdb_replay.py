@@ -9,19 +9,11 @@ from pathlib import Path
 import pytest
 
 from gdb_driver import Gdb, ReplayServer
+from machines import MACHINES
 from rrvmm_cli import rrvmm
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param(["--backend", "kvm"], marks=pytest.mark.kvm, id="kvm"),
-        pytest.param(
-            ["--backend", "kvm", "--irqchip", "kernel"], marks=pytest.mark.kvm, id="kvm-kernel"
-        ),
-        pytest.param(["--backend", "soft"], id="soft"),
-    ],
-)
+@pytest.fixture(scope="module", params=MACHINES)
 def corrupt_trace(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, guest_dir: Path
 ) -> Path:

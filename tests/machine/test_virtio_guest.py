@@ -13,18 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from machines import MACHINES
 from rrvmm_cli import rrvmm
 
-MODES = [
-    pytest.param(["--backend", "kvm", "--irqchip", "user"], marks=pytest.mark.kvm, id="kvm-user"),
-    pytest.param(
-        ["--backend", "kvm", "--irqchip", "kernel"], marks=pytest.mark.kvm, id="kvm-kernel"
-    ),
-    pytest.param(["--backend", "soft"], id="soft"),
-]
 
-
-@pytest.fixture(params=MODES)
+@pytest.fixture(params=MACHINES)
 def machine(request: pytest.FixtureRequest) -> list[str]:
     """CPU backend and interrupt controller: completions are interrupts on each."""
     return request.param

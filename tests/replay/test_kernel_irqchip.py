@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-from test_record_replay import GUESTS
 
 from rrvmm.replay.container import TraceReader, TraceWriter
 from rrvmm.replay.events import EventKind
@@ -99,26 +98,6 @@ def test_kernel_irqchip_needs_kvm_and_the_recorded_controller(tmp_path: Path, gu
     rep = rrvmm("replay", "--irqchip", "user", str(trace))
     assert rep.status == 64 and "recorded with --irqchip kernel" in rep.err
     assert len(rep.err.strip().splitlines()) == 1
-
-
-@pytest.mark.parametrize(("name", "append", "stdin", "status"), GUESTS)
-def test_every_guest_replays_with_the_kernel_irqchip(  # noqa: PLR0913
-    tmp_path: Path,
-    guest,
-    name: str,
-    append: str,
-    stdin: bytes,
-    status: int,  # noqa: ANN001
-) -> None:
-    trace = tmp_path / f"{name}.rrt"
-    rec = rrvmm(
-        "record", "--backend", "kvm", "--irqchip", "kernel", "--kernel", str(guest(name)),
-        "--append", append, "-o", str(trace), stdin=stdin,
-    )  # fmt: skip
-    assert rec.status == status, rec.err
-    rep = rrvmm("replay", str(trace), stdin=None)
-    assert rep.status == 0, rep.err
-    assert rep.out == rec.out
 
 
 def test_typed_input_wakes_a_guest_halted_inside_kvm(tmp_path: Path, guest) -> None:  # noqa: ANN001

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from machines import MACHINES
 from rrvmm_cli import rrvmm, rrvmm_after
 
 GUESTS = [
@@ -29,20 +30,28 @@ GUESTS = [
 
 
 def _record(  # noqa: ANN202
-    backend: str, tmp_path: Path, kernel: str, append: str, stdin: bytes | None, name: str = "t"
+    machine: str | list[str],
+    tmp_path: Path,
+    kernel: str,
+    append: str,
+    stdin: bytes | None,
+    name: str = "t",
 ):
+    """Record ``kernel`` on a backend (by name) or a machine (`record` options)."""
+    options = ["--backend", machine] if isinstance(machine, str) else machine
     trace = tmp_path / f"{name}.rrt"
     r = rrvmm(
-        "record", "--backend", backend, "--kernel", kernel, "--append", append,
+        "record", *options, "--kernel", kernel, "--append", append,
         "-o", str(trace), stdin=stdin,
     )  # fmt: skip
     assert trace.exists(), r.err
     return trace, r
 
 
+@pytest.mark.parametrize("machine", MACHINES)
 @pytest.mark.parametrize(("name", "append", "stdin", "status"), GUESTS)
 def test_replay_reprints_identical_output(  # noqa: PLR0913
-    backend: str,
+    machine: list[str],
     tmp_path: Path,
     guest,
     name: str,
@@ -50,7 +59,7 @@ def test_replay_reprints_identical_output(  # noqa: PLR0913
     stdin: bytes,
     status: int,  # noqa: ANN001
 ) -> None:
-    trace, rec = _record(backend, tmp_path, str(guest(name)), append, stdin)
+    trace, rec = _record(machine, tmp_path, str(guest(name)), append, stdin)
     assert rec.status == status, rec.err
     assert f"to {trace}" in rec.err
     rep = rrvmm("replay", str(trace), stdin=None)
