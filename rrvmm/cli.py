@@ -15,10 +15,15 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import ExitStatus, RrvmmError
 from .kvm.backend import BackendError
+
+if TYPE_CHECKING:
+    from .replay.container import TraceReader
+    from .replay.engine import ReplayEngine
 
 __all__ = ["main", "parse_memory"]
 
@@ -302,10 +307,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_engine(args: argparse.Namespace, reader: TraceReader) -> ReplayEngine:
+    """The debugger's replay (console and gdb), with the replay options they share."""
+    from .replay.engine import ReplayEngine
+
+    return ReplayEngine(
+        reader,
+        kernel=args.kernel,
+        initrd=args.initrd,
+        checkpoint_every=args.checkpoint_every,
+        kvm_device=kvm_device_path(),
+        backend=args.backend,
+        disk=args.disk,
+    )
+
+
 def _replay_console(args: argparse.Namespace) -> int:
     from .console import run_console
     from .console.app import load_symbols
-    from .replay.engine import ReplayEngine
     from .session import open_trace
 
     if args.gdb is not None:
@@ -313,14 +332,7 @@ def _replay_console(args: argparse.Namespace) -> int:
     if args.symbols is not None:
         load_symbols(args.symbols)  # a bad --symbols fails before the replay starts
     with open_trace(args.trace) as reader:
-        engine = ReplayEngine(
-            reader,
-            kernel=args.kernel,
-            initrd=args.initrd,
-            checkpoint_every=args.checkpoint_every,
-            kvm_device=kvm_device_path(),
-            disk=args.disk,
-        )
+        engine = _replay_engine(args, reader)
         try:
             return run_console(engine, args.symbols)
         finally:
@@ -329,7 +341,6 @@ def _replay_console(args: argparse.Namespace) -> int:
 
 def _replay_gdb(args: argparse.Namespace) -> int:
     from .gdbstub.server import GdbServer, listen_address
-    from .replay.engine import ReplayEngine
     from .session import open_trace
 
     try:
@@ -337,15 +348,7 @@ def _replay_gdb(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise RrvmmError(f"--gdb: {e}", ExitStatus.USAGE) from None
     with open_trace(args.trace) as reader:
-        engine = ReplayEngine(
-            reader,
-            kernel=args.kernel,
-            initrd=args.initrd,
-            checkpoint_every=args.checkpoint_every,
-            kvm_device=kvm_device_path(),
-            backend=args.backend,
-            disk=args.disk,
-        )
+        engine = _replay_engine(args, reader)
         try:
             try:
                 server = GdbServer(engine, host, port)

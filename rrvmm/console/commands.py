@@ -336,7 +336,8 @@ class Console:
         else:
             syms = "no symbols (give --symbols ELF)"
         return (
-            f"rrvmm replay console: {what}{e.total_exits} exits, {syms}.\n"
+            f"rrvmm replay console: {what}{e.total_exits} exits on the {e.cpu.name} CPU,"
+            f" {syms}.\n"
             'Type "help" for the commands; Tab completes commands and symbols.'
         )
 

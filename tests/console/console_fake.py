@@ -38,6 +38,7 @@ class FakeEngine:
         self.regs.update(rip=0x101CE2, rsp=0x10AD88, eflags=0x246, cs=8, ss=0x10, cr0=0x80000011)
         self.pos = Position(0, 0)
         self.total_exits = len(exits)
+        self.cpu = SimpleNamespace(name="kvm")
         self.reader = FakeReader(exits)
         self.serial = SimpleNamespace(transcript=bytearray(b"hello\nworld\n"))
         self.ended = None

@@ -163,6 +163,23 @@ def test_commands_from_standard_input(corrupt_trace: Path, corrupt_elf: Path) ->
     assert lines[-1] == "corrupt: updating 8 entries"
 
 
+def test_the_console_replays_on_the_cpu_asked_for(corrupt_trace: Path, corrupt_elf: Path) -> None:
+    """A KVM recording debugged on the software CPU (as with --gdb): same stop, same state."""
+    script = b"break panic\ncontinue\nregs\n"
+    after = {}
+    for backend in ("kvm", "soft"):
+        r = rrvmm(
+            "replay", str(corrupt_trace), "--console", "--backend", backend,
+            "--symbols", str(corrupt_elf), stdin=script,
+        )  # fmt: skip
+        assert r.status == 0, r.err
+        lines = r.out.splitlines()
+        assert f"exits on the {backend} CPU" in lines[0]
+        after[backend] = lines[lines.index("(rrvmm) continue") + 1 :]
+    assert " in panic () [exit " in after["soft"][0]
+    assert after["soft"] == after["kvm"]
+
+
 def test_a_bad_symbol_file(corrupt_trace: Path, tmp_path: Path) -> None:
     r = rrvmm("replay", str(corrupt_trace), "--console", "--symbols", str(tmp_path / "x.elf"))
     assert r.status == 66
