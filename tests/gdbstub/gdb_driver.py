@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +105,21 @@ class Gdb:
             self.mi.write("kill", timeout_sec=5, raise_error_on_timeout=False)
         finally:
             self.mi.exit()
+
+
+@contextmanager
+def gdb_on_replay(
+    trace: Path, elf: Path | None, *server_args: str, before: tuple[str, ...] = ()
+) -> Iterator[Gdb]:
+    """A gdb attached to `rrvmm replay TRACE --gdb` (``before``: commands ahead of the
+    connection, e.g. the architecture when there is no ELF); both end with the block."""
+    server = ReplayServer(trace, *server_args)
+    g = Gdb(elf)
+    try:
+        for command in before:
+            g.cmd(command)
+        g.cmd(f"target remote 127.0.0.1:{server.port}")
+        yield g
+    finally:
+        g.close()
+        server.close()

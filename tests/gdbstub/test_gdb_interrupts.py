@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gdb_driver import Gdb, ReplayServer
+from gdb_driver import Gdb, gdb_on_replay
 from machines import MACHINES, backend_of
 from rrvmm_cli import rrvmm
 
@@ -42,14 +42,8 @@ def session(
         "--append", append, "-o", str(trace), stdin=None,
     )  # fmt: skip
     assert r.status == 0, r.err
-    server = ReplayServer(trace)
-    g = Gdb(guest_dir / f"{name}.elf")
-    try:
-        g.cmd(f"target remote 127.0.0.1:{server.port}")
+    with gdb_on_replay(trace, guest_dir / f"{name}.elf") as g:
         yield g
-    finally:
-        g.close()
-        server.close()
 
 
 def _regs(g: Gdb) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gdb_driver import Gdb, ReplayServer
+from gdb_driver import Gdb, gdb_on_replay
 from machines import MACHINES
 from rrvmm_cli import rrvmm
 
@@ -29,14 +29,8 @@ def corrupt_trace(
 
 @pytest.fixture
 def gdb(corrupt_trace: Path, guest_dir: Path) -> Iterator[Gdb]:
-    server = ReplayServer(corrupt_trace)
-    g = Gdb(guest_dir / "corrupt.elf")
-    try:
-        g.cmd(f"target remote 127.0.0.1:{server.port}")
+    with gdb_on_replay(corrupt_trace, guest_dir / "corrupt.elf") as g:
         yield g
-    finally:
-        g.close()
-        server.close()
 
 
 def _state(g: Gdb) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gdb_driver import Gdb, ReplayServer
+from gdb_driver import gdb_on_replay
 from rrvmm_cli import rrvmm, rrvmm_after
 
 CACHE = Path(os.environ.get("RRVMM_CACHE", Path.home() / ".cache" / "rrvmm")) / "linux"
@@ -69,11 +69,8 @@ def test_panic_replays_and_gdb_goes_back_from_it(tmp_path: Path) -> None:
     assert rep.status == 0 and rep.out == rec.out, rep.err
 
     panic, handler = _symbol("panic"), _symbol("sysrq_handle_crash")
-    server = ReplayServer(trace, "--checkpoint-every", "2000")
-    g = Gdb(None)
-    try:
-        g.cmd("set architecture i386:x86-64")
-        g.cmd(f"target remote 127.0.0.1:{server.port}")
+    arch = ("set architecture i386:x86-64",)
+    with gdb_on_replay(trace, None, "--checkpoint-every", "2000", before=arch) as g:
         g.cmd(f"break *{panic:#x}")
         stop = g.run("continue", timeout=240)
         assert int(stop["frame"]["addr"], 16) == panic
@@ -86,6 +83,3 @@ def test_panic_replays_and_gdb_goes_back_from_it(tmp_path: Path) -> None:
         assert int(stop["frame"]["addr"], 16) == handler
         regs = g.cmd("info registers rip cs")
         assert re.search(r"cs\s+0x10", regs)
-    finally:
-        g.close()
-        server.close()
