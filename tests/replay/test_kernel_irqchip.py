@@ -14,7 +14,7 @@ import pytest
 
 from rrvmm.replay.container import TraceReader, TraceWriter
 from rrvmm.replay.events import EventKind
-from rrvmm_cli import rrvmm, rrvmm_after
+from rrvmm_cli import rrvmm
 
 pytestmark = pytest.mark.kvm
 
@@ -98,17 +98,3 @@ def test_kernel_irqchip_needs_kvm_and_the_recorded_controller(tmp_path: Path, gu
     rep = rrvmm("replay", "--irqchip", "user", str(trace))
     assert rep.status == 64 and "recorded with --irqchip kernel" in rep.err
     assert len(rep.err.strip().splitlines()) == 1
-
-
-def test_typed_input_wakes_a_guest_halted_inside_kvm(tmp_path: Path, guest) -> None:  # noqa: ANN001
-    trace = tmp_path / "u.rrt"
-    rec = rrvmm_after(
-        "record", "--backend", "kvm", "--irqchip", "kernel", "--kernel", str(guest("uart")),
-        "--append", "lines=2", "-o", str(trace),
-        wait_for=b"ready\n", send=b"first line\nsecond\n",
-    )  # fmt: skip
-    assert rec.status == 0, rec.out + rec.err
-    assert "got: first line\ngot: second\n" in rec.out
-    rep = rrvmm("replay", str(trace), stdin=None)
-    assert rep.status == 0, rep.err
-    assert rep.out == rec.out

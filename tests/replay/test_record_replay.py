@@ -68,10 +68,12 @@ def test_replay_reprints_identical_output(  # noqa: PLR0913
     assert "replay matched all" in rep.err
 
 
-def test_uart_guest_with_typed_lines(backend: str, tmp_path: Path, guest) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("machine", MACHINES)
+def test_uart_guest_with_typed_lines(machine: list[str], tmp_path: Path, guest) -> None:  # noqa: ANN001
+    """Typed lines reach the guest (with --irqchip kernel: waking it halted inside KVM)."""
     trace = tmp_path / "u.rrt"
     rec = rrvmm_after(
-        "record", "--backend", backend, "--kernel", str(guest("uart")), "--append", "lines=2",
+        "record", *machine, "--kernel", str(guest("uart")), "--append", "lines=2",
         "-o", str(trace),
         wait_for=b"ready\n", send=b"first line\nsecond\n",
     )  # fmt: skip
