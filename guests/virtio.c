@@ -207,6 +207,19 @@ static struct virtio_dev *find(uint32_t id, const char *name)
 	return 0;
 }
 
+/* The device the test drives, initialised; 0 if it is absent (skipped) or its
+ * initialisation failed (counted). */
+static struct virtio_dev *open_dev(uint32_t id, const char *name, uint64_t features,
+				   unsigned nqueues)
+{
+	struct virtio_dev *d = find(id, name);
+	if (d && virtio_init(d, name, features, nqueues) < 0) {
+		failures++;
+		return 0;
+	}
+	return d;
+}
+
 /* ---- rng ---------------------------------------------------------------- */
 
 static void rng_read(struct virtio_dev *d, const char *label)
@@ -226,13 +239,9 @@ static void rng_read(struct virtio_dev *d, const char *label)
 
 static void test_rng(void)
 {
-	struct virtio_dev *d = find(VIRTIO_ID_RNG, "virtio-rng");
+	struct virtio_dev *d = open_dev(VIRTIO_ID_RNG, "virtio-rng", VIRTIO_F_VERSION_1, 1);
 	if (!d)
 		return;
-	if (virtio_init(d, "virtio-rng", VIRTIO_F_VERSION_1, 1) < 0) {
-		failures++;
-		return;
-	}
 	rng_read(d, "virtio-rng");
 }
 
@@ -240,14 +249,11 @@ static void test_rng(void)
 
 static void test_console(void)
 {
-	struct virtio_dev *d = find(VIRTIO_ID_CONSOLE, "virtio-console");
+	/* No MULTIPORT: queue 0 = port 0 receive, queue 1 = port 0 transmit. */
+	struct virtio_dev *d = open_dev(VIRTIO_ID_CONSOLE, "virtio-console",
+					 VIRTIO_F_VERSION_1, 2);
 	if (!d)
 		return;
-	/* No MULTIPORT: queue 0 = port 0 receive, queue 1 = port 0 transmit. */
-	if (virtio_init(d, "virtio-console", VIRTIO_F_VERSION_1, 2) < 0) {
-		failures++;
-		return;
-	}
 	printf("virtio-console: ready\n");
 	if (!echo_wanted("console"))
 		return;
@@ -289,14 +295,11 @@ static void test_console(void)
 
 static void test_net(void)
 {
-	struct virtio_dev *d = find(VIRTIO_ID_NET, "virtio-net");
+	/* queue 0 = receiveq1, queue 1 = transmitq1 */
+	struct virtio_dev *d = open_dev(VIRTIO_ID_NET, "virtio-net",
+					 VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC, 2);
 	if (!d)
 		return;
-	/* queue 0 = receiveq1, queue 1 = transmitq1 */
-	if (virtio_init(d, "virtio-net", VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC, 2) < 0) {
-		failures++;
-		return;
-	}
 	if (d->features & VIRTIO_NET_F_MAC) {
 		uint8_t mac[6];
 		virtio_config_read_bytes(d, 0, mac, sizeof(mac));
@@ -382,14 +385,11 @@ static int blk_rw(struct virtio_dev *d, uint32_t type, uint64_t sector, uint8_t 
 
 static void test_blk(void)
 {
-	struct virtio_dev *d = find(VIRTIO_ID_BLOCK, "virtio-blk");
+	/* RO is accepted only to learn about it. */
+	struct virtio_dev *d = open_dev(VIRTIO_ID_BLOCK, "virtio-blk",
+					 VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_RO, 1);
 	if (!d)
 		return;
-	/* RO is accepted only to learn about it. */
-	if (virtio_init(d, "virtio-blk", VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_RO, 1) < 0) {
-		failures++;
-		return;
-	}
 	uint64_t cap = virtio_config_read64(d, 0);     /* 512-byte sectors */
 	printf("virtio-blk: capacity %llu sectors\n", (unsigned long long)cap);
 	if (cap == 0) {
