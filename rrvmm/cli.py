@@ -17,13 +17,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import __version__
-from .errors import ExitStatus, RrvmmError
-from .kvm.backend import BackendError
+from rrvmm import __version__
+from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.kvm.backend import BackendError
 
 if TYPE_CHECKING:
-    from .replay.container import TraceReader
-    from .replay.engine import ReplayEngine
+    from rrvmm.replay.container import TraceReader
+    from rrvmm.replay.engine import ReplayEngine
 
 __all__ = ["main", "parse_memory"]
 
@@ -162,15 +162,15 @@ def _build_parser() -> argparse.ArgumentParser:
         a.add_argument("trace")
         a.add_argument("--json", action="store_true", help="machine-readable output")
         a.set_defaults(func=_cmd_trace)
-    from .tools_cli import add_subcommands
+    from rrvmm.tools_cli import add_subcommands
 
     add_subcommands(sub, trace_sub)
     return parser
 
 
 def _machine_setup(args: argparse.Namespace):  # noqa: ANN202
-    from .machine import MachineConfig
-    from .session import GuestImages, make_backend
+    from rrvmm.machine import MachineConfig
+    from rrvmm.session import GuestImages, make_backend
 
     memory = parse_memory(args.memory)
     if args.disk_write and not args.disk:
@@ -197,8 +197,8 @@ def _report_end(result, verbose: bool) -> None:  # noqa: ANN001
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .hostio import SerialHost
-    from .session import run_guest
+    from rrvmm.hostio import SerialHost
+    from rrvmm.session import run_guest
 
     images, config, cpu = _machine_setup(args)
     try:
@@ -222,8 +222,8 @@ def _default_trace_path(kernel_name: str) -> Path:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from .hostio import SerialHost
-    from .session import record_guest
+    from rrvmm.hostio import SerialHost
+    from rrvmm.session import record_guest
 
     images, config, cpu = _machine_setup(args)
     out = Path(args.output) if args.output else _default_trace_path(images.kernel_path.name)
@@ -245,7 +245,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from .session import open_trace, replay_trace
+    from rrvmm.session import open_trace, replay_trace
 
     if args.irqchip is not None:
         with open_trace(args.trace) as reader:
@@ -309,7 +309,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 def _replay_engine(args: argparse.Namespace, reader: TraceReader) -> ReplayEngine:
     """The debugger's replay (console and gdb), with the replay options they share."""
-    from .replay.engine import ReplayEngine
+    from rrvmm.replay.engine import ReplayEngine
 
     return ReplayEngine(
         reader,
@@ -323,9 +323,9 @@ def _replay_engine(args: argparse.Namespace, reader: TraceReader) -> ReplayEngin
 
 
 def _replay_console(args: argparse.Namespace) -> int:
-    from .console import run_console
-    from .console.app import load_symbols
-    from .session import open_trace
+    from rrvmm.console import run_console
+    from rrvmm.console.app import load_symbols
+    from rrvmm.session import open_trace
 
     if args.gdb is not None:
         raise RrvmmError("--console and --gdb: choose one", ExitStatus.USAGE)
@@ -340,8 +340,8 @@ def _replay_console(args: argparse.Namespace) -> int:
 
 
 def _replay_gdb(args: argparse.Namespace) -> int:
-    from .gdbstub.server import GdbServer, listen_address
-    from .session import open_trace
+    from rrvmm.gdbstub.server import GdbServer, listen_address
+    from rrvmm.session import open_trace
 
     try:
         host, port = listen_address(args.gdb)
@@ -386,8 +386,8 @@ def _progress_printer(total: int | None):  # noqa: ANN202
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
-    from .replay import inspect
-    from .session import open_trace
+    from rrvmm.replay import inspect
+    from rrvmm.session import open_trace
 
     with open_trace(args.trace) as reader:
         return inspect.run(args.action, reader, args.json, sys.stdout)

@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from .hostio import take_bytes
+from rrvmm.hostio import take_bytes
 
 __all__ = ["UdpPort", "parse_udp"]
 

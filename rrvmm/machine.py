@@ -12,25 +12,25 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .acpi import AcpiMachine, build_acpi
-from .boot.kernel import load_kernel
-from .boot.linux import BOOT_PARAMS_ADDR, is_bzimage, long_mode_sregs
-from .boot.multiboot import BootImage, protected_mode_sregs
-from .devices import state as device_state
-from .devices.acpi_pm import S5_SLP_TYP, AcpiPm
-from .devices.bus import Bus, IrqLine
-from .devices.debug_exit import DebugExit
-from .devices.i8042 import I8042
-from .devices.misc import PciConfigAbsent, PostPort
-from .devices.pic import Pic8259Pair
-from .devices.pit import Pit8254
-from .devices.rtc import CmosRtc
-from .devices.uart import Uart16550
-from .errors import ExitStatus, RrvmmError
-from .hostio import SerialHost
-from .kvm.backend import GPR_NAMES, CpuBackend, ExitKind, VcpuExit
-from .seam import Seam
-from .virtio_set import VirtioHosts, VirtioSet
+from rrvmm.acpi import AcpiMachine, build_acpi
+from rrvmm.boot.kernel import load_kernel
+from rrvmm.boot.linux import BOOT_PARAMS_ADDR, is_bzimage, long_mode_sregs
+from rrvmm.boot.multiboot import BootImage, protected_mode_sregs
+from rrvmm.devices import state as device_state
+from rrvmm.devices.acpi_pm import S5_SLP_TYP, AcpiPm
+from rrvmm.devices.bus import Bus, IrqLine
+from rrvmm.devices.debug_exit import DebugExit
+from rrvmm.devices.i8042 import I8042
+from rrvmm.devices.misc import PciConfigAbsent, PostPort
+from rrvmm.devices.pic import Pic8259Pair
+from rrvmm.devices.pit import Pit8254
+from rrvmm.devices.rtc import CmosRtc
+from rrvmm.devices.uart import Uart16550
+from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.hostio import SerialHost
+from rrvmm.kvm.backend import GPR_NAMES, CpuBackend, ExitKind, VcpuExit
+from rrvmm.seam import Seam
+from rrvmm.virtio_set import VirtioHosts, VirtioSet
 
 __all__ = ["Machine", "MachineConfig", "MachineStop", "RunResult"]
 

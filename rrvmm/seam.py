@@ -13,12 +13,12 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from .kicker import Kicker
+from rrvmm.kicker import Kicker
 
 if TYPE_CHECKING:
-    from .hostio import SerialHost
-    from .hostnet import UdpPort
-    from .kvm.backend import CpuBackend, VcpuExit
+    from rrvmm.hostio import SerialHost
+    from rrvmm.hostnet import UdpPort
+    from rrvmm.kvm.backend import CpuBackend, VcpuExit
 
 __all__ = ["Seam", "LiveSeam"]
 

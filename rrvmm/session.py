@@ -17,20 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import __version__
-from .boot.kernel import read_image
-from .devices.virtio import OVERLAY, WRITE_THROUGH, Disk, DiskError
-from .errors import ExitStatus, RrvmmError
-from .hostio import SerialHost
-from .hostnet import UdpPort, parse_udp
-from .kvm.backend import BackendUnavailable, CpuBackend
-from .kvm.cpuid import filter_cpuid
-from .machine import Machine, MachineConfig, RunResult
-from .replay.container import TraceError, TraceReader, TraceWriter
-from .replay.recorder import Recorder
-from .replay.replayer import ExitCheck, ReplayDivergence, Replayer, TraceEnded
-from .seam import InstructionClockSeam, LiveSeam
-from .virtio_set import VirtioHosts
+from rrvmm import __version__
+from rrvmm.boot.kernel import read_image
+from rrvmm.devices.virtio import OVERLAY, WRITE_THROUGH, Disk, DiskError
+from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.hostio import SerialHost
+from rrvmm.hostnet import UdpPort, parse_udp
+from rrvmm.kvm.backend import BackendUnavailable, CpuBackend
+from rrvmm.kvm.cpuid import filter_cpuid
+from rrvmm.machine import Machine, MachineConfig, RunResult
+from rrvmm.replay.container import TraceError, TraceReader, TraceWriter
+from rrvmm.replay.recorder import Recorder
+from rrvmm.replay.replayer import ExitCheck, ReplayDivergence, Replayer, TraceEnded
+from rrvmm.seam import InstructionClockSeam, LiveSeam
+from rrvmm.virtio_set import VirtioHosts
 
 __all__ = [
     "GuestImages",
@@ -82,7 +82,7 @@ def make_backend(
     ``irqchip``: 'user' or 'kernel' (KVM only); None picks the backend's default.
     RrvmmError (one line, a distinct status) when the named one cannot be had.
     """
-    from .kvm.kvm_backend import KvmBackend
+    from rrvmm.kvm.kvm_backend import KvmBackend
 
     if irqchip not in (None, "user", "kernel"):
         raise RrvmmError(f"unknown irqchip {irqchip!r} (user or kernel)", ExitStatus.USAGE)
@@ -100,7 +100,7 @@ def make_backend(
             print(f"rrvmm: KVM is not usable ({e}); using the software backend", file=sys.stderr)
     elif name != "soft":
         raise RrvmmError(f"unknown backend {name!r} (kvm, soft or auto)", ExitStatus.USAGE)
-    from .kvm.soft_backend import SoftBackend
+    from rrvmm.kvm.soft_backend import SoftBackend
 
     try:
         return SoftBackend(memory)
@@ -114,11 +114,11 @@ def _guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:
     XSAVE and what depends on it are hidden: KVM's instruction emulator (kvm_pvm hosts)
     cannot execute XRSTOR, and the software backend keeps the same table.
     """
-    from .kvm.kvm_backend import KvmBackend
+    from rrvmm.kvm.kvm_backend import KvmBackend
 
     if isinstance(cpu, KvmBackend):
         return filter_cpuid(cpu.kvm.supported_cpuid(), hide_xsave=True)
-    from .kvm.cpuid_table import DEFAULT_CPUID
+    from rrvmm.kvm.cpuid_table import DEFAULT_CPUID
 
     return [tuple(r) for r in DEFAULT_CPUID]
 
@@ -293,7 +293,7 @@ def _images_for_replay(
     i = imgs.get("initrd")
     ipath = Path(initrd) if initrd else (Path(i["path"]) if i else None)
     if trace is not None:
-        from .replay.pack import embedded_image
+        from rrvmm.replay.pack import embedded_image
 
         try:
             kdata = None if kernel else embedded_image(trace, "kernel")
@@ -376,7 +376,7 @@ def _embedded_disk_hosts(trace: TraceReader, config: MachineConfig) -> VirtioHos
     """A packed trace's disk image in an unlinked temporary file (the Disk keeps its fd)."""
     import tempfile
 
-    from .replay.pack import embedded_disk
+    from rrvmm.replay.pack import embedded_disk
 
     try:
         data = embedded_disk(trace)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .errors import ExitStatus, RrvmmError
+from rrvmm.errors import ExitStatus, RrvmmError
 
 __all__ = ["add_subcommands", "add_trace_actions", "Progress", "progress_for"]
 
@@ -151,7 +151,7 @@ def _trace_error(e: Exception) -> RrvmmError:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from .replay.pack import pack_trace
+    from rrvmm.replay.pack import pack_trace
 
     overrides = {
         k: v
@@ -201,9 +201,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    from .replay.container import TraceError
-    from .replay.timeline import DEFAULT_BUCKETS, png_title, scan, write_json, write_png
-    from .session import open_trace
+    from rrvmm.replay.container import TraceError
+    from rrvmm.replay.timeline import DEFAULT_BUCKETS, png_title, scan, write_json, write_png
+    from rrvmm.session import open_trace
 
     out = Path(args.output)
     suffix = out.suffix.lower()
@@ -245,7 +245,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 
 def _ignored(values: list[str]):  # noqa: ANN202
-    from .replay.events import EventKind
+    from rrvmm.replay.events import EventKind
 
     kinds = set()
     for value in values:
@@ -261,9 +261,9 @@ def _ignored(values: list[str]):  # noqa: ANN202
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .replay.container import TraceError
-    from .replay.diff import diff_traces, format_text
-    from .session import open_trace
+    from rrvmm.replay.container import TraceError
+    from rrvmm.replay.diff import diff_traces, format_text
+    from rrvmm.session import open_trace
 
     ignore = _ignored(args.ignore)
     progress = progress_for("diff: exit")

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .acpi import VirtioMmioSlot
-from .devices.bus import Bus, IrqLine
-from .devices.virtio import (
+from rrvmm.acpi import VirtioMmioSlot
+from rrvmm.devices.bus import Bus, IrqLine
+from rrvmm.devices.virtio import (
     MMIO_SIZE,
     Disk,
     GuestMemoryError,
@@ -32,7 +32,7 @@ from .devices.virtio import (
 )
 
 if TYPE_CHECKING:
-    from .kvm.backend import CpuBackend
+    from rrvmm.kvm.backend import CpuBackend
 
 __all__ = ["VirtioSet", "SLOTS", "VirtioHosts"]
 

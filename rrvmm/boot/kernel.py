@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ExitStatus, RrvmmError
-from .linux import is_bzimage, load_bzimage
-from .multiboot import (
+from rrvmm.boot.linux import is_bzimage, load_bzimage
+from rrvmm.boot.multiboot import (
     BootImage,
     KernelFormatError,
     MemoryTooSmall,
     find_multiboot_header,
     load_multiboot,
 )
+from rrvmm.errors import ExitStatus, RrvmmError
 
 __all__ = ["load_kernel", "read_image"]
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import struct
 
-from .multiboot import BootImage, KernelFormatError, MemoryTooSmall
+from rrvmm.boot.multiboot import BootImage, KernelFormatError, MemoryTooSmall
 
 __all__ = [
     "BOOT_PARAMS_ADDR",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .app import run_console
-from .commands import Console
-from .symbols import SymbolTable
+from rrvmm.console.app import run_console
+from rrvmm.console.commands import Console
+from rrvmm.console.symbols import SymbolTable
 
 __all__ = ["run_console", "Console", "SymbolTable"]

@@ -27,9 +27,9 @@ from prompt_toolkit.input import Input
 from prompt_toolkit.output import DummyOutput, Output, create_output
 from prompt_toolkit.output.plain_text import PlainTextOutput
 
-from ..errors import ExitStatus, RrvmmError
-from .commands import COMMANDS, PROMPT, Console, ConsoleQuit
-from .symbols import SymbolError, SymbolTable
+from rrvmm.console.commands import COMMANDS, PROMPT, Console, ConsoleQuit
+from rrvmm.console.symbols import SymbolError, SymbolTable
+from rrvmm.errors import ExitStatus, RrvmmError
 
 __all__ = ["run_console", "load_symbols", "ConsoleCompleter", "interruptible_runner"]
 

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..gdbstub.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
-from ..replay.monitor import list_exits
-from ..replay.replayer import ReplayDivergence
-from .disasm import Instruction, disassemble, format_instruction
-from .symbols import FUNCTION, LABEL, OBJECT, Symbol, SymbolTable
+from rrvmm.console.disasm import Instruction, disassemble, format_instruction
+from rrvmm.console.symbols import FUNCTION, LABEL, OBJECT, Symbol, SymbolTable
+from rrvmm.gdbstub.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
+from rrvmm.replay.monitor import list_exits
+from rrvmm.replay.replayer import ReplayDivergence
 
 __all__ = ["Console", "ConsoleError", "ConsoleQuit", "Command", "COMMANDS", "PROMPT"]
 

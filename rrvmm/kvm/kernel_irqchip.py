@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import ctypes as C
 
-from ..devices.pic import Pic8259Pair, PicChipState
-from . import linux_kvm as K
-from .kvm import KvmVcpu, KvmVm, ioctl
+from rrvmm.devices.pic import Pic8259Pair, PicChipState
+from rrvmm.kvm import linux_kvm as K
+from rrvmm.kvm.kvm import KvmVcpu, KvmVm, ioctl
 
 __all__ = ["KernelIrqchip", "LAPIC_DISABLED_BASE"]
 

@@ -15,8 +15,8 @@ import mmap
 import signal
 import threading
 
-from . import linux_kvm as K
-from .backend import (
+from rrvmm.kvm import linux_kvm as K
+from rrvmm.kvm.backend import (
     CONTROL_NAMES,
     GPR_NAMES,
     SEGMENT_FIELDS,
@@ -26,9 +26,9 @@ from .backend import (
     ExitKind,
     VcpuExit,
 )
-from .kernel_irqchip import KernelIrqchip
-from .kvm import Kvm, KvmVcpu, KvmVm
-from .memslots import MemorySlots
+from rrvmm.kvm.kernel_irqchip import KernelIrqchip
+from rrvmm.kvm.kvm import Kvm, KvmVcpu, KvmVm
+from rrvmm.kvm.memslots import MemorySlots
 
 __all__ = ["KvmBackend", "kvm_usable"]
 _KICK_SIGNAL = signal.SIGUSR1
@@ -321,7 +321,7 @@ class KvmBackend:
 
     def at_hlt(self) -> bool:
         """The instruction at RIP is HLT (flat code segments, as every guest here uses)."""
-        from ..mmu import read_virtual
+        from rrvmm.mmu import read_virtual
 
         sr = self.get_sregs()
         try:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import linux_kvm as K
-from .dirty import PAGE, DirtyAccumulators
-from .kvm import KvmVm
+from rrvmm.kvm import linux_kvm as K
+from rrvmm.kvm.dirty import PAGE, DirtyAccumulators
+from rrvmm.kvm.kvm import KvmVm
 
 __all__ = ["MemorySlots", "LOW_MEMORY_LIMIT", "HIGH_BASE", "PAGE"]
 

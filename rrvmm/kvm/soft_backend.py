@@ -32,17 +32,17 @@ from __future__ import annotations
 import ctypes
 import mmap
 
-from .backend import BackendError, ExitKind, VcpuExit
-from .cpuid import filter_cpuid
-from .soft import layout as L
-from .soft.dirty import DirtyLog
-from .soft.engine import Engine
-from .soft.events import Delivery
-from .soft.hooks import Hooks
-from .soft.mmu import HIGH_BASE, PhysMemory, Walker
-from .soft.runner import CHUNK, WINDOW_CHUNK, RunLoop
-from .soft.slots import SoftSlots
-from .soft.state import CpuState
+from rrvmm.kvm.backend import BackendError, ExitKind, VcpuExit
+from rrvmm.kvm.cpuid import filter_cpuid
+from rrvmm.kvm.soft import layout as L
+from rrvmm.kvm.soft.dirty import DirtyLog
+from rrvmm.kvm.soft.engine import Engine
+from rrvmm.kvm.soft.events import Delivery
+from rrvmm.kvm.soft.hooks import Hooks
+from rrvmm.kvm.soft.mmu import HIGH_BASE, PhysMemory, Walker
+from rrvmm.kvm.soft.runner import CHUNK, WINDOW_CHUNK, RunLoop
+from rrvmm.kvm.soft.slots import SoftSlots
+from rrvmm.kvm.soft.state import CpuState
 
 __all__ = ["SoftBackend", "CHUNK", "WINDOW_CHUNK", "TSC_PER_INSTRUCTION", "MAX_PHYS"]
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExitStatus, RrvmmError
-from ..kvm.backend import ExitKind
-from .container import TraceReader
-from .events import EventKind, describe
+from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.kvm.backend import ExitKind
+from rrvmm.replay.container import TraceReader
+from rrvmm.replay.events import EventKind, describe
 
 __all__ = ["DiffResult", "check_comparable", "diff_traces", "format_text", "INPUT_KINDS"]
 
@@ -186,7 +186,7 @@ def _side(trace: str, idx: int, ev: tuple, rip: int | None, note: str = "") -> d
 
 
 def _field_names(kind: EventKind) -> tuple[str, ...]:
-    from .events import EVENT_FIELDS
+    from rrvmm.replay.events import EVENT_FIELDS
 
     return EVENT_FIELDS[kind]
 

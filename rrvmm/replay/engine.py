@@ -15,16 +15,22 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..gdbstub.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
-from ..hostio import SerialHost
-from ..kvm.backend import ExitKind, VcpuExit
-from ..kvm.memslots import PAGE
-from ..machine import Machine, MachineStop, RunResult
-from ..mmu import PageFault, read_virtual, translate
-from ..session import _checked, _images_for_replay, replay_backend, replay_machine
-from .container import TraceReader
-from .fingerprint import Landing, LandingProbe, memory_fingerprint, pages_of, regs_fingerprint
-from .replayer import Replayer, TraceEnded
+from rrvmm.gdbstub.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
+from rrvmm.hostio import SerialHost
+from rrvmm.kvm.backend import ExitKind, VcpuExit
+from rrvmm.kvm.memslots import PAGE
+from rrvmm.machine import Machine, MachineStop, RunResult
+from rrvmm.mmu import PageFault, read_virtual, translate
+from rrvmm.replay.container import TraceReader
+from rrvmm.replay.fingerprint import (
+    Landing,
+    LandingProbe,
+    memory_fingerprint,
+    pages_of,
+    regs_fingerprint,
+)
+from rrvmm.replay.replayer import Replayer, TraceEnded
+from rrvmm.session import _checked, _images_for_replay, replay_backend, replay_machine
 
 __all__ = ["ReplayEngine", "Checkpoint"]
 
@@ -704,7 +710,7 @@ class ReplayEngine:
 
     # --- monitor ---
     def monitor(self, command: str) -> str:
-        from .monitor import run_monitor
+        from rrvmm.replay.monitor import run_monitor
 
         return run_monitor(self, command)
 

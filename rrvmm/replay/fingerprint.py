@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 
 import xxhash
 
-from ..kvm.backend import GPR_NAMES, ExitKind
-from .events import EventKind
+from rrvmm.kvm.backend import GPR_NAMES, ExitKind
+from rrvmm.replay.events import EventKind
 
 __all__ = [
     "regs_fingerprint", "memory_fingerprint", "pages_of", "Landing", "STATUS_FLAGS",

@@ -7,9 +7,9 @@ import statistics
 from collections import Counter
 from typing import Any, TextIO
 
-from ..kvm.backend import ExitKind
-from .container import TraceError, TraceReader
-from .events import EventKind, describe
+from rrvmm.kvm.backend import ExitKind
+from rrvmm.replay.container import TraceError, TraceReader
+from rrvmm.replay.events import EventKind, describe
 
 __all__ = ["run", "info", "stats"]
 
@@ -35,7 +35,7 @@ def info(reader: TraceReader) -> dict[str, Any]:
     }
     if reader.footer:
         out["end"] = {k: reader.footer.get(k) for k in ("status", "reason", "exits")}
-    from .pack import carried, is_packed
+    from rrvmm.replay.pack import carried, is_packed
 
     out["packed"] = is_packed(reader)
     if out["packed"]:
@@ -101,7 +101,7 @@ def run(action: str, reader: TraceReader, as_json: bool, out: TextIO) -> int:
                     )
                     out.write(f"{idx:>10} {d['event']:<9} {rest}\n")
     except TraceError as e:
-        from ..errors import ExitStatus, RrvmmError
+        from rrvmm.errors import ExitStatus, RrvmmError
 
         raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
     return 0

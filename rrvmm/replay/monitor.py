@@ -5,12 +5,12 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
-from ..gdbstub.target import TargetError
-from ..kvm.backend import ExitKind
-from .events import EventKind
+from rrvmm.gdbstub.target import TargetError
+from rrvmm.kvm.backend import ExitKind
+from rrvmm.replay.events import EventKind
 
 if TYPE_CHECKING:
-    from .engine import ReplayEngine
+    from rrvmm.replay.engine import ReplayEngine
 
 __all__ = ["run_monitor", "list_exits", "HELP"]
 

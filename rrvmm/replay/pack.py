@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..errors import ExitStatus, RrvmmError
-from .container import BLOBS_KEY, BlobMismatch, TraceError, TraceReader, TraceWriter
+from rrvmm import __version__
+from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.replay.container import BLOBS_KEY, BlobMismatch, TraceError, TraceReader, TraceWriter
 
 __all__ = [
     "PACKED_KEY",
@@ -180,7 +180,7 @@ def pack_trace(
     ``overrides`` maps image names (``kernel``, ``initrd``) to files to use instead of the
     recorded paths; they must still hash to the recorded sha256.
     """
-    from ..session import open_trace
+    from rrvmm.session import open_trace
 
     src_path = Path(trace)
     out = Path(output) if output is not None else default_output(src_path)

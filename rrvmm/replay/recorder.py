@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..kvm.backend import ExitKind, VcpuExit
-from ..seam import LiveSeam, Seam
-from .events import EventKind
-from .fingerprint import landing_payload
+from rrvmm.kvm.backend import ExitKind, VcpuExit
+from rrvmm.replay.events import EventKind
+from rrvmm.replay.fingerprint import landing_payload
+from rrvmm.seam import LiveSeam, Seam
 
 if TYPE_CHECKING:
-    from ..kvm.backend import CpuBackend
-    from .container import TraceWriter
+    from rrvmm.kvm.backend import CpuBackend
+    from rrvmm.replay.container import TraceWriter
 
 __all__ = ["Recorder", "exit_event", "FORCED_EXITS"]
 

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ..kvm.backend import ExitKind
-from .container import TraceReader
-from .events import EventKind
+from rrvmm.kvm.backend import ExitKind
+from rrvmm.replay.container import TraceReader
+from rrvmm.replay.events import EventKind
 
 __all__ = [
     "Timeline",

@@ -18,8 +18,8 @@ import os
 import struct
 from collections.abc import Callable
 
-from ..backend import BackendError, BackendUnavailable
-from . import layout as L
+from rrvmm.kvm.backend import BackendError, BackendUnavailable
+from rrvmm.kvm.soft import layout as L
 
 __all__ = ["Engine", "load_unicorn"]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import struct
 
-from . import layout as L
-from .mmu import GuestFault, Walker
+from rrvmm.kvm.soft import layout as L
+from rrvmm.kvm.soft.mmu import GuestFault, Walker
 
 __all__ = ["Delivery", "TripleFault"]
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import ctypes as C
 from collections.abc import Callable
 
-from ..cpuid import CPUID_FEATURES_HIDDEN, lookup
-from . import engine as E
-from . import layout as L
+from rrvmm.kvm.cpuid import CPUID_FEATURES_HIDDEN, lookup
+from rrvmm.kvm.soft import engine as E
+from rrvmm.kvm.soft import layout as L
 
 __all__ = ["Hooks"]
 

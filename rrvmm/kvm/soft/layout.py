@@ -9,7 +9,7 @@ and the backend refuses to run on any other version.
 
 from __future__ import annotations
 
-from ...mmu import CR0_PG, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA  # noqa: F401 - re-exported
+from rrvmm.mmu import CR0_PG, CR4_LA57, CR4_PAE, CR4_PSE, EFER_LMA  # noqa: F401 - re-exported
 
 UNICORN_VERSION = "2.1.4"
 UNICORN_VERSION_WORD = 0x020104FF  # uc_version()'s combined number for 2.1.4 final

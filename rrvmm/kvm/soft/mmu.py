@@ -12,8 +12,8 @@ from __future__ import annotations
 import struct
 from typing import NoReturn
 
-from ...mmu import Entry, PageFault, walk
-from . import layout as L
+from rrvmm.kvm.soft import layout as L
+from rrvmm.mmu import Entry, PageFault, walk
 
 __all__ = ["GuestFault", "PhysMemory", "Walker", "LOW_MEMORY_LIMIT", "HIGH_BASE"]
 

@@ -11,10 +11,10 @@ raised while translating, before any instruction of the block is counted.
 
 from __future__ import annotations
 
-from ..backend import ExitKind, VcpuExit
-from . import layout as L
-from .events import TripleFault
-from .hooks import (
+from rrvmm.kvm.backend import ExitKind, VcpuExit
+from rrvmm.kvm.soft import layout as L
+from rrvmm.kvm.soft.events import TripleFault
+from rrvmm.kvm.soft.hooks import (
     STOP_BP,
     STOP_EXC,
     STOP_IN,
@@ -25,7 +25,7 @@ from .hooks import (
     STOP_SYSENTER,
     STOP_UD,
 )
-from .mmu import GuestFault
+from rrvmm.kvm.soft.mmu import GuestFault
 
 __all__ = ["RunLoop", "CHUNK", "WINDOW_CHUNK"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import ctypes as C
 
-from ..dirty import PAGE, DirtyAccumulators
-from .dirty import DirtyLog
-from .mmu import PhysMemory
+from rrvmm.kvm.dirty import PAGE, DirtyAccumulators
+from rrvmm.kvm.soft.dirty import DirtyLog
+from rrvmm.kvm.soft.mmu import PhysMemory
 
 __all__ = ["SoftSlots", "PAGE"]
 

@@ -7,8 +7,8 @@ system-state write QEMU's mode flags are recomputed and the TLB is flushed.
 
 from __future__ import annotations
 
-from ..backend import CONTROL_NAMES, GPR_NAMES, SEGMENT_NAMES
-from . import layout as L
+from rrvmm.kvm.backend import CONTROL_NAMES, GPR_NAMES, SEGMENT_NAMES
+from rrvmm.kvm.soft import layout as L
 
 __all__ = ["CpuState"]
 
