@@ -22,10 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rrvmm.boot.multiboot import load_multiboot  # noqa: E402
-from rrvmm.hostio import SerialHost  # noqa: E402
-from rrvmm.machine import MachineConfig  # noqa: E402
-from rrvmm.session import GuestImages, make_backend, run_guest  # noqa: E402
+from rrvmm.host.terminal import SerialHost  # noqa: E402
+from rrvmm.launch import GuestImages, make_backend, run_guest  # noqa: E402
+from rrvmm.machine.boot.multiboot import load_multiboot  # noqa: E402
+from rrvmm.machine.pc import MachineConfig  # noqa: E402
 
 MEMORY = 16 << 20
 

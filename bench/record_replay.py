@@ -21,9 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rrvmm.hostio import SerialHost  # noqa: E402
-from rrvmm.machine import MachineConfig  # noqa: E402
-from rrvmm.session import (  # noqa: E402
+from rrvmm.host.terminal import SerialHost  # noqa: E402
+from rrvmm.launch import (  # noqa: E402
     GuestImages,
     make_backend,
     open_trace,
@@ -31,6 +30,7 @@ from rrvmm.session import (  # noqa: E402
     replay_trace,
     run_guest,
 )
+from rrvmm.machine.pc import MachineConfig  # noqa: E402
 
 MEMORY = 32 << 20
 CASES = [

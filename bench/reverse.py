@@ -25,11 +25,11 @@ sys.path.insert(0, str(REPO))
 
 from elftools.elf.elffile import ELFFile  # noqa: E402
 
-from rrvmm.gdbstub.target import Position  # noqa: E402
-from rrvmm.hostio import SerialHost  # noqa: E402
-from rrvmm.machine import MachineConfig  # noqa: E402
+from rrvmm.host.terminal import SerialHost  # noqa: E402
+from rrvmm.launch import GuestImages, make_backend, open_trace, record_guest  # noqa: E402
+from rrvmm.machine.pc import MachineConfig  # noqa: E402
 from rrvmm.replay.engine import ReplayEngine  # noqa: E402
-from rrvmm.session import GuestImages, make_backend, open_trace, record_guest  # noqa: E402
+from rrvmm.target import Position  # noqa: E402
 
 MEMORY = 32 << 20
 

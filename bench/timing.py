@@ -6,9 +6,9 @@ import io
 import time
 from pathlib import Path
 
-from rrvmm.hostio import SerialHost
-from rrvmm.machine import MachineConfig, RunResult
-from rrvmm.session import GuestImages, make_backend, record_guest, run_guest
+from rrvmm.host.terminal import SerialHost
+from rrvmm.launch import GuestImages, make_backend, record_guest, run_guest
+from rrvmm.machine.pc import MachineConfig, RunResult
 
 
 def timed(

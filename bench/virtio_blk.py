@@ -20,8 +20,8 @@ sys.path.insert(0, str(REPO))
 
 from timing import timed  # noqa: E402
 
-from rrvmm.machine import MachineConfig  # noqa: E402
-from rrvmm.session import GuestImages  # noqa: E402
+from rrvmm.launch import GuestImages  # noqa: E402
+from rrvmm.machine.pc import MachineConfig  # noqa: E402
 
 MEMORY = 32 << 20
 

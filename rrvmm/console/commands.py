@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 from rrvmm.console.disasm import Instruction, disassemble, format_instruction
 from rrvmm.console.symbols import FUNCTION, LABEL, OBJECT, Symbol, SymbolTable
-from rrvmm.gdbstub.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
 from rrvmm.replay.monitor import list_exits
 from rrvmm.replay.replayer import ReplayDivergence
+from rrvmm.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
 
 __all__ = ["Console", "ConsoleError", "ConsoleQuit", "Command", "COMMANDS", "PROMPT"]
 

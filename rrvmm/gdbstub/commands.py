@@ -3,7 +3,7 @@
 :class:`GdbCommands` turns one decoded packet payload into a :class:`Response` - the
 packets to send back, plus what the connection should do next (resume the target, leave
 ack mode, close). It never touches a socket and never raises: a malformed packet gets
-``E01``, a :class:`~rrvmm.gdbstub.target.TargetError` ``E03``, an unknown packet the
+``E01``, a :class:`~rrvmm.target.TargetError` ``E03``, an unknown packet the
 empty reply, as the protocol asks.
 
 Each row of :data:`COMMANDS` names a packet, the handler method and a small argument
@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from rrvmm.gdbstub import regs
 from rrvmm.gdbstub.framing import FramingError, escape, hexlify, unescape
-from rrvmm.gdbstub.target import Stop, StopKind, Target, TargetError, WatchKind
+from rrvmm.target import Stop, StopKind, Target, TargetError, WatchKind
 
 __all__ = [
     "Command",

@@ -1,7 +1,7 @@
 """The x86-64 register file as gdb sees it over the wire, and its target description.
 
 Remote register numbers follow QEMU's x86-64 stub (66 registers), which puts the
-Target's own registers first, in :data:`~rrvmm.gdbstub.target.REGISTER_NAMES` order:
+Target's own registers first, in :data:`~rrvmm.target.REGISTER_NAMES` order:
 
 ====== ==========================================================
 0-15   rax rbx rcx rdx rsi rdi rbp rsp r8..r15 (64-bit)
@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from rrvmm.gdbstub.target import REGISTER_NAMES
+from rrvmm.target import REGISTER_NAMES
 
 __all__ = [
     "Register",

@@ -29,7 +29,7 @@ from rrvmm.gdbstub.framing import (
     PacketReader,
     frame,
 )
-from rrvmm.gdbstub.target import Target
+from rrvmm.target import Target
 
 __all__ = ["GdbServer", "listen_address", "DEFAULT_HOST", "DEFAULT_PORT"]
 

@@ -12,8 +12,8 @@ import errno
 import mmap
 import os
 
+from rrvmm.cpu.backend import BackendError, BackendUnavailable
 from rrvmm.kvm import linux_kvm as K
-from rrvmm.kvm.backend import BackendError, BackendUnavailable
 
 __all__ = ["Kvm", "KvmVm", "KvmVcpu", "KvmIoctlError"]
 

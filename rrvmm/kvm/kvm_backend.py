@@ -15,8 +15,7 @@ import mmap
 import signal
 import threading
 
-from rrvmm.kvm import linux_kvm as K
-from rrvmm.kvm.backend import (
+from rrvmm.cpu.backend import (
     CONTROL_NAMES,
     GPR_NAMES,
     SEGMENT_FIELDS,
@@ -26,6 +25,7 @@ from rrvmm.kvm.backend import (
     ExitKind,
     VcpuExit,
 )
+from rrvmm.kvm import linux_kvm as K
 from rrvmm.kvm.kernel_irqchip import KernelIrqchip
 from rrvmm.kvm.kvm import Kvm, KvmVcpu, KvmVm
 from rrvmm.kvm.memslots import MemorySlots
@@ -321,7 +321,7 @@ class KvmBackend:
 
     def at_hlt(self) -> bool:
         """The instruction at RIP is HLT (flat code segments, as every guest here uses)."""
-        from rrvmm.mmu import read_virtual
+        from rrvmm.cpu.mmu import read_virtual
 
         sr = self.get_sregs()
         try:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rrvmm.cpu.dirty import PAGE, DirtyAccumulators
 from rrvmm.kvm import linux_kvm as K
-from rrvmm.kvm.dirty import PAGE, DirtyAccumulators
 from rrvmm.kvm.kvm import KvmVm
 
 __all__ = ["MemorySlots", "LOW_MEMORY_LIMIT", "HIGH_BASE", "PAGE"]

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rrvmm.cpu.backend import ExitKind
 from rrvmm.errors import ExitStatus, RrvmmError
-from rrvmm.kvm.backend import ExitKind
 from rrvmm.replay.container import TraceReader
 from rrvmm.replay.events import EventKind, describe
 

@@ -15,12 +15,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from rrvmm.gdbstub.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
-from rrvmm.hostio import SerialHost
-from rrvmm.kvm.backend import ExitKind, VcpuExit
+from rrvmm.cpu.backend import ExitKind, VcpuExit
+from rrvmm.cpu.mmu import PageFault, read_virtual, translate
+from rrvmm.host.terminal import SerialHost
 from rrvmm.kvm.memslots import PAGE
-from rrvmm.machine import Machine, MachineStop, RunResult
-from rrvmm.mmu import PageFault, read_virtual, translate
+from rrvmm.launch import _checked, _images_for_replay, replay_backend, replay_machine
+from rrvmm.machine.pc import Machine, MachineStop, RunResult
 from rrvmm.replay.container import TraceReader
 from rrvmm.replay.fingerprint import (
     Landing,
@@ -30,7 +30,7 @@ from rrvmm.replay.fingerprint import (
     regs_fingerprint,
 )
 from rrvmm.replay.replayer import Replayer, TraceEnded
-from rrvmm.session import _checked, _images_for_replay, replay_backend, replay_machine
+from rrvmm.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
 
 __all__ = ["ReplayEngine", "Checkpoint"]
 
@@ -77,7 +77,7 @@ class _Hit(Exception):
 
 
 class ReplayEngine:
-    """Implements ``rrvmm.gdbstub.target.Target`` over a KVM replay of a trace."""
+    """Implements ``rrvmm.target.Target`` over a KVM replay of a trace."""
 
     def __init__(
         self,

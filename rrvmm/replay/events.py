@@ -54,7 +54,7 @@ EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
 
 def describe(event: tuple | list) -> dict[str, object]:
     """A JSON-friendly dict of one event (for ``rrvmm trace dump``)."""
-    from rrvmm.kvm.backend import ExitKind
+    from rrvmm.cpu.backend import ExitKind
 
     kind = EventKind(event[0])
     out: dict[str, object] = {"event": kind.name}

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import xxhash
 
-from rrvmm.kvm.backend import GPR_NAMES, ExitKind
+from rrvmm.cpu.backend import GPR_NAMES, ExitKind
 from rrvmm.replay.events import EventKind
 
 __all__ = [

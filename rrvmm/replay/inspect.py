@@ -7,7 +7,7 @@ import statistics
 from collections import Counter
 from typing import Any, TextIO
 
-from rrvmm.kvm.backend import ExitKind
+from rrvmm.cpu.backend import ExitKind
 from rrvmm.replay.container import TraceError, TraceReader
 from rrvmm.replay.events import EventKind, describe
 

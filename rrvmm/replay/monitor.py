@@ -5,9 +5,9 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING
 
-from rrvmm.gdbstub.target import TargetError
-from rrvmm.kvm.backend import ExitKind
+from rrvmm.cpu.backend import ExitKind
 from rrvmm.replay.events import EventKind
+from rrvmm.target import TargetError
 
 if TYPE_CHECKING:
     from rrvmm.replay.engine import ReplayEngine

@@ -180,7 +180,7 @@ def pack_trace(
     ``overrides`` maps image names (``kernel``, ``initrd``) to files to use instead of the
     recorded paths; they must still hash to the recorded sha256.
     """
-    from rrvmm.session import open_trace
+    from rrvmm.launch import open_trace
 
     src_path = Path(trace)
     out = Path(output) if output is not None else default_output(src_path)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from rrvmm.kvm.backend import ExitKind, VcpuExit
+from rrvmm.cpu.backend import ExitKind, VcpuExit
+from rrvmm.host.live_seam import LiveSeam
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import landing_payload
-from rrvmm.seam import LiveSeam, Seam
+from rrvmm.seam import Seam
 
 if TYPE_CHECKING:
-    from rrvmm.kvm.backend import CpuBackend
+    from rrvmm.cpu.backend import CpuBackend
     from rrvmm.replay.container import TraceWriter
 
 __all__ = ["Recorder", "exit_event", "FORCED_EXITS"]

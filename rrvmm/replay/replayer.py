@@ -14,15 +14,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rrvmm.kicker import Kicker
-from rrvmm.kvm.backend import GPR_NAMES, ExitKind, VcpuExit
+from rrvmm.cpu.backend import GPR_NAMES, ExitKind, VcpuExit
+from rrvmm.host.kicker import Kicker
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import Landing, LandingProbe
 from rrvmm.replay.recorder import FORCED_EXITS, exit_event
 from rrvmm.seam import Seam
 
 if TYPE_CHECKING:
-    from rrvmm.kvm.backend import CpuBackend
+    from rrvmm.cpu.backend import CpuBackend
 
 __all__ = ["Replayer", "ReplayDivergence", "TraceEnded", "ExitCheck"]
 

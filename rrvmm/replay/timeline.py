@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from rrvmm.kvm.backend import ExitKind
+from rrvmm.cpu.backend import ExitKind
 from rrvmm.replay.container import TraceReader
 from rrvmm.replay.events import EventKind
 

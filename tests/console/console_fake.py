@@ -10,8 +10,8 @@ from collections import deque
 from pathlib import Path
 from types import SimpleNamespace
 
-from rrvmm.gdbstub.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
 from rrvmm.replay.events import EventKind
+from rrvmm.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
 
 
 class FakeReader:

@@ -16,9 +16,9 @@ from prompt_toolkit.document import Document
 from rrvmm.console.app import ConsoleCompleter, interruptible_runner, load_symbols, run_console
 from rrvmm.console.commands import COMMANDS, Console, ConsoleQuit, lookup_command
 from rrvmm.console.symbols import SymbolTable
+from rrvmm.cpu.backend import ExitKind
 from rrvmm.errors import RrvmmError
-from rrvmm.gdbstub.target import Position, Stop, StopKind, WatchKind
-from rrvmm.kvm.backend import ExitKind
+from rrvmm.target import Position, Stop, StopKind, WatchKind
 
 EXITS = [
     (int(ExitKind.IO_OUT), 0x3F8, 1, 0x68, 0x1002D5),

@@ -15,8 +15,8 @@ from console_driver import Block, LiveConsole, run_script
 from rrvmm.console.commands import Console, describe_exit
 from rrvmm.console.disasm import disassemble
 from rrvmm.console.symbols import SymbolTable
-from rrvmm.gdbstub.target import Position
 from rrvmm.replay.monitor import list_exits
+from rrvmm.target import Position
 
 pytestmark = pytest.mark.kvm
 

@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from rrvmm.gdbstub.target import (
+from rrvmm.target import (
     REGISTER_NAMES,
     Position,
     Stop,

@@ -15,7 +15,7 @@ from rrvmm.gdbstub.commands import (
     parse_args,
 )
 from rrvmm.gdbstub.framing import escape, hexlify
-from rrvmm.gdbstub.target import Stop, StopKind, TargetError, WatchKind
+from rrvmm.target import Stop, StopKind, TargetError, WatchKind
 
 PC = b"10:%s;" % regs.encode_register(regs.PC_REGNUM, BEGIN_PC)  # b"10:0011000000000000;"
 G_LEN = 2 * sum(r.size for r in regs.REGISTERS)

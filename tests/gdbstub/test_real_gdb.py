@@ -14,7 +14,7 @@ from gdbstub_fake import BEGIN_PC, END_PC, FakeTarget
 from pygdbmi.gdbcontroller import GdbController
 
 from rrvmm.gdbstub.server import GdbServer
-from rrvmm.gdbstub.target import Stop, StopKind, WatchKind
+from rrvmm.target import Stop, StopKind, WatchKind
 
 pytestmark = pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is not installed")
 

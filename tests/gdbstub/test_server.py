@@ -13,7 +13,7 @@ from gdbstub_fake import FakeTarget
 
 from rrvmm.gdbstub.framing import Ack, Nak, Packet, PacketReader, frame
 from rrvmm.gdbstub.server import GdbServer, listen_address
-from rrvmm.gdbstub.target import Stop, StopKind
+from rrvmm.target import Stop, StopKind
 
 
 class Client:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rrvmm.cli.tools import Progress, progress_for
 from rrvmm.replay.container import (
     BLOB_PIECE_BYTES,
     BlobMismatch,
@@ -20,7 +21,6 @@ from rrvmm.replay.container import (
     TraceWriter,
 )
 from rrvmm.replay.pack import default_output
-from rrvmm.tools_cli import Progress, progress_for
 from rrvmm_cli import rrvmm
 
 kvm = pytest.mark.kvm

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import xxhash
 
+from rrvmm.launch import open_trace, replay_trace
 from rrvmm.replay.replayer import ExitCheck
-from rrvmm.session import open_trace, replay_trace
 from rrvmm_cli import rrvmm
 
 pytestmark = pytest.mark.kvm
