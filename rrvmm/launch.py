@@ -29,8 +29,10 @@ from rrvmm.machine.boot.kernel import read_image
 from rrvmm.machine.pc import Machine, MachineConfig, RunResult
 from rrvmm.machine.virtio import VirtioHosts
 from rrvmm.replay.container import TraceError, TraceReader, TraceWriter
+from rrvmm.replay.footer_check import end_disagreement
 from rrvmm.replay.recorder import Recorder
 from rrvmm.replay.replayer import ExitCheck, ReplayDivergence, Replayer, TraceEnded
+from rrvmm.replay.schema import TRACE_SCHEMA
 
 __all__ = [
     "GuestImages",
@@ -263,9 +265,11 @@ def record_guest(
 
 
 def open_trace(path: str | Path) -> TraceReader:
-    """Open a trace for reading; every failure is a one-line RrvmmError."""
+    """Open a trace for reading, its header, events and footer checked against the event
+    layer's schema (a crafted file is corrupt, not a traceback); every failure is a
+    one-line RrvmmError."""
     try:
-        return TraceReader(path)
+        return TraceReader(path, schema=TRACE_SCHEMA)
     except FileNotFoundError:
         raise RrvmmError(f"trace not found: {path}", ExitStatus.NO_INPUT) from None
     except IsADirectoryError:
@@ -457,6 +461,15 @@ def replay_trace(
         matched = divergence is None and (result is not None or replayer.at_end)
         if result is not None and not replayer.at_end:
             matched = False
+        end = end_disagreement(reader.footer, machine.exit_index, result, serial.transcript)
+        if matched and end is not None:
+            if end.missing_events:
+                raise RrvmmError(end.one_line(reader.path), ExitStatus.BAD_TRACE)
+            matched = False
+            divergence = ReplayDivergence(
+                machine.exit_index, end.what, end.expected, end.actual,
+                last_match=replayer.last_match,
+            )  # fmt: skip
         return ReplayOutcome(
             matched=matched,
             complete=complete,

@@ -21,14 +21,16 @@ Design constraints that shape the code:
 from __future__ import annotations
 
 import bisect
+import errno
 import hashlib
 import os
 import re
+import stat
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import lz4.block
 import msgpack
@@ -49,6 +51,8 @@ __all__ = [
     "BlobInfo",
     "BLOBS_KEY",
     "TraceStats",
+    "TraceSchema",
+    "MAX_CHUNK_RAW",
     "TraceWriter",
     "TraceReader",
     "TraceError",
@@ -85,7 +89,7 @@ CHUNK_HEADER_SIZE = _CHUNK.size + 8
 _BLOB = struct.Struct("<4sIIIQQQ")
 BLOB_HEADER_SIZE = _BLOB.size + 8
 BLOB_PIECE_BYTES = 1 << 20  # raw bytes per piece the writer uses: bounds packing memory
-_MAX_BLOB_PIECE = 64 << 20  # what a reader accepts
+_MAX_BLOB_PIECE = 4 << 20  # what a reader accepts (decompressed in one allocation)
 # Index header: tag, entry count, footer length, reserved, xxh3 of the entries; then self-xxh3.
 _INDEX = struct.Struct("<4sIIIQ")
 _INDEX_SIZE = _INDEX.size + 8
@@ -100,13 +104,28 @@ _HASH = struct.Struct("<Q")
 _ARRAY32 = b"\xdd"  # msgpack array32 marker; the writer reserves 5 bytes for it per chunk
 _MAX_U64 = (1 << 64) - 1
 _MAX_HEADER_BYTES = 16 << 20
-_MAX_CHUNK_BYTES = 256 << 20
-_MAX_EVENT_BYTES = 1 << 30
+# Bounds a reader can trust before it allocates anything. Every length in a trace is
+# checksummed with xxh3, which anyone can recompute, so a crafted file may declare any size:
+# the limits below are what the writer can produce, and a reader refuses more before
+# decompressing. A decoded chunk costs up to ~40 bytes of Python objects per raw byte, so
+# the raw limit keeps one chunk in memory well under 200 MB whatever the file says.
+_MAX_CHUNK_BYTES = 2 << 20  # the writer's largest chunk_bytes (the default is 64 KiB)
+_MAX_EVENT_BYTES = 2 << 20  # one packed event (the largest real ones are network frames)
+_MAX_DELTA_BYTES = 9  # a packed exit delta (uint64)
+#: The largest raw (decompressed) chunk: the chunk fills to just under chunk_bytes, then
+#: one more delta and event close it.
+MAX_CHUNK_RAW = 5 + _MAX_CHUNK_BYTES + _MAX_DELTA_BYTES + _MAX_EVENT_BYTES
 _MAX_CHUNK_EVENTS = (1 << 31) - 1  # 2 * events must fit the array32 length
-_MAX_RAW = 0x7E000000  # LZ4_MAX_INPUT_SIZE: larger raw_len can only come from damage
+# Containers inside one event: the event layer's largest array has 8 items; maps have none.
+_MAX_EVENT_ITEMS = 64
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 _hash = xxhash.xxh3_64_intdigest
+
+
+def _lz4_bound(raw_len: int) -> int:
+    """LZ4_COMPRESSBOUND: the most a block of ``raw_len`` bytes can compress to."""
+    return raw_len + raw_len // 255 + 16
 
 
 def _sealed(fields: bytes) -> bytes:
@@ -210,6 +229,39 @@ def _unpack_dict(data: bytes) -> dict[Any, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"expected a map, found {type(value).__name__}")
     return value
+
+
+class TraceSchema(Protocol):
+    """What the layer above the container accepts in a header, an event and a footer.
+
+    The container stores opaque msgpack values; a reader given a schema checks each value
+    before handing it out and turns a ``ValueError`` into ``TraceCorrupt``, so code above
+    can index events and header fields without guarding every access.
+    """
+
+    def check_header(self, header: dict[Any, Any]) -> None: ...
+    def check_event(self, event: Any) -> None: ...
+    def check_footer(self, footer: dict[Any, Any]) -> None: ...
+
+
+def _open_regular(path: str) -> int:
+    """Open a trace for reading, refusing anything but a regular file.
+
+    O_NONBLOCK keeps a FIFO from blocking the open; a character device (/dev/zero) would
+    never end. The error is an OSError like any other unreadable file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class ChunkInfo(NamedTuple):
@@ -529,14 +581,21 @@ class TraceReader:
     Reads use ``os.pread``, so several ``events()`` iterators may run at once.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, require_complete: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        require_complete: bool = False,
+        schema: TraceSchema | None = None,
+    ) -> None:
         self.path = os.fspath(path)
         self.header: dict[Any, Any] = {}
         self.footer: dict[Any, Any] | None = None
         self.truncated = False
         self.tail_bytes = 0
         self._chunks: list[ChunkInfo] = []
-        self._fd: int | None = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._schema = schema
+        self._fd: int | None = _open_regular(self.path)
         try:
             self._size = os.fstat(self._fd).st_size
             self._read_header()
@@ -634,6 +693,7 @@ class TraceReader:
                 blob_no != number
                 or piece_at != raw_at
                 or not 0 < raw_len <= _MAX_BLOB_PIECE
+                or comp_len > _lz4_bound(raw_len)
                 or raw_at + raw_len > info.size
                 or end > info.end
             ):
@@ -758,6 +818,11 @@ class TraceReader:
             self.header = _unpack_dict(body)
         except Exception as exc:  # any decoding failure of checksummed bytes is corruption
             raise self._corrupt(f"header does not decode: {exc}", offset=_PREFIX_SIZE) from None
+        if self._schema is not None:
+            try:
+                self._schema.check_header(self.header)
+            except ValueError as exc:
+                raise self._corrupt(f"header is invalid: {exc}", offset=_PREFIX_SIZE) from None
         self._blob_start = self._data_start = _PREFIX_SIZE + header_len
         self._blobs = self._blob_directory()
         if self._blobs:
@@ -832,6 +897,11 @@ class TraceReader:
             footer = _unpack_dict(footer_bytes)
         except Exception as exc:  # checksummed yet undecodable: report, never crash
             return f"footer does not decode: {exc}"
+        if self._schema is not None:
+            try:
+                self._schema.check_footer(footer)
+            except ValueError as exc:
+                return f"footer is invalid: {exc}"
         chunks = [ChunkInfo._make(e) for e in _ENTRY.iter_unpack(entries)]
         expected = self._data_start
         prev_last = 0
@@ -847,9 +917,10 @@ class TraceReader:
     @staticmethod
     def _plausible(info: ChunkInfo, prev_last: int) -> bool:
         return (
-            info.count >= 1
-            and 0 < info.raw_len <= _MAX_RAW
-            and 0 < info.comp_len <= _MAX_RAW
+            # every item (delta or event) takes at least one byte after the array header
+            1 <= info.count <= (info.raw_len - 5) // 2
+            and 0 < info.raw_len <= MAX_CHUNK_RAW
+            and 0 < info.comp_len <= _lz4_bound(info.raw_len)
             and prev_last <= info.first_exit <= info.last_exit
         )
 
@@ -928,25 +999,44 @@ class TraceReader:
         info = self._chunks[number]
         offset = info.offset
         payload = self.chunk_record(number)[CHUNK_HEADER_SIZE:]
+        check = self._schema.check_event if self._schema is not None else None
         try:
+            # raw_len was bounded by _plausible; the output can never exceed it
             raw = lz4.block.decompress(payload, uncompressed_size=info.raw_len)
+            del payload
             if len(raw) != info.raw_len:
                 raise ValueError(f"decompressed to {len(raw)} bytes, expected {info.raw_len}")
-            items = msgpack.unpackb(raw, use_list=False, raw=False, strict_map_key=False)
-            if not isinstance(items, tuple) or len(items) != 2 * info.count:
+            if raw[:1] != _ARRAY32 or int.from_bytes(raw[1:5], "big") != 2 * info.count:
                 raise ValueError("payload is not an array of 2 x count items")
+            unpacker = msgpack.Unpacker(
+                use_list=False, raw=False, strict_map_key=False,
+                max_buffer_size=len(raw), max_str_len=_MAX_EVENT_BYTES,
+                max_bin_len=_MAX_EVENT_BYTES, max_array_len=_MAX_EVENT_ITEMS,
+                max_map_len=_MAX_EVENT_ITEMS, max_ext_len=0,
+            )  # fmt: skip
+            unpacker.feed(memoryview(raw)[5:])
+            del raw
             exit_index = info.first_exit
             events = []
-            for i in range(0, len(items), 2):
-                delta = items[i]
+            for i in range(info.count):
+                delta = unpacker.unpack()
                 if type(delta) is not int or delta < 0 or (i == 0 and delta != 0):
                     raise ValueError(f"bad exit delta {delta!r}")
                 exit_index += delta
-                events.append((exit_index, items[i + 1]))
+                event = unpacker.unpack()
+                if check is not None:
+                    try:
+                        check(event)
+                    except ValueError as exc:
+                        raise ValueError(f"event {i} (exit {exit_index}): {exc}") from None
+                events.append((exit_index, event))
+            if unpacker.tell() != info.raw_len - 5:
+                raise ValueError("bytes left over after the last event")
             if exit_index != info.last_exit:
                 raise ValueError("last exit index disagrees with the chunk header")
         except Exception as exc:  # checksummed yet undecodable: a writer bug or forgery
+            why = str(exc) or type(exc).__name__  # msgpack's OutOfData has no message
             raise self._corrupt(
-                f"chunk payload does not decode: {exc}", chunk=number, offset=offset
+                f"chunk payload does not decode: {why}", chunk=number, offset=offset
             ) from None
         return events

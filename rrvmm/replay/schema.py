@@ -1,0 +1,214 @@
+"""What a trace's header, events and footer must look like before anything uses them.
+
+A trace's checksums are xxh3, which anyone can recompute: a file that verifies may still
+have been crafted. The replayer, ``rrvmm trace dump|stats|diff|info|timeline`` and ``pack``
+index events and header fields directly, so the reader checks every value against this
+schema first (``TraceReader(..., schema=SCHEMA)``) and a bad one becomes the same one-line
+"corrupt" error as a flipped byte, never a KeyError deep inside. Fields are those written by
+``launch.record_guest``, ``recorder`` and ``pack``; keys this rrvmm does not know are left
+alone (but bounded in depth) so a newer writer's additions stay readable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rrvmm.cpu.backend import ExitKind
+from rrvmm.replay.events import EVENT_FIELDS, EventKind
+
+__all__ = ["TRACE_SCHEMA", "check_header", "check_event", "check_footer"]
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_U64 = (1 << 64) - 1
+_MAX_DEPTH = 16  # header and footer nest 3 deep today; json/printing recurse on them
+_MAX_CPUID_LEAVES = 4096
+_MAX_TEXT = 1 << 20  # a path, a command line, a reason
+_EXIT_KINDS = frozenset(int(k) for k in ExitKind)
+_EVENT_KINDS = {int(k): k for k in EventKind}
+
+
+class _Bad(ValueError):
+    """One schema violation; the message names the field."""
+
+
+def _depth_ok(value: Any, limit: int = _MAX_DEPTH) -> bool:
+    """True if ``value`` nests at most ``limit`` containers deep (iteratively: no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = list(item.keys()) + list(item.values())
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def _int(value: Any, name: str, lo: int = 0, hi: int = _U64) -> int:
+    if type(value) is not int or not lo <= value <= hi:
+        raise _Bad(f"{name} must be an integer in {lo}..{hi}, not {_short(value)}")
+    return value
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) > _MAX_TEXT:
+        raise _Bad(f"{name} must be a string, not {_short(value)}")
+    return value
+
+
+def _sha(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise _Bad(f"{name} must be a lower-case hex sha256, not {_short(value)}")
+    return value
+
+
+def _dict(value: Any, name: str) -> dict[Any, Any]:
+    if not isinstance(value, dict):
+        raise _Bad(f"{name} must be a map, not {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: its type, and the value itself if it is short."""
+    text = repr(value) if isinstance(value, int | float | bool | type(None)) else ""
+    return f"{type(value).__name__} {text}".strip() if len(text) < 40 else type(value).__name__
+
+
+def _image(entry: Any, name: str) -> None:
+    entry = _dict(entry, name)
+    _str(entry.get("path"), f"{name}.path")
+    _sha(entry.get("sha256"), f"{name}.sha256")
+    _int(entry.get("size"), f"{name}.size")
+
+
+def check_header(header: dict[Any, Any]) -> None:
+    """ValueError naming the first field a replay or inspection could not use."""
+    if not _depth_ok(header):
+        raise _Bad(f"nests deeper than {_MAX_DEPTH} levels")
+    machine = _dict(header.get("machine"), "machine")
+    _int(machine.get("memory"), "machine.memory", 1)
+    _str(machine.get("cmdline"), "machine.cmdline")
+    if machine.get("irqchip", "user") not in ("user", "kernel"):
+        raise _Bad(f"machine.irqchip must be user or kernel, not {_short(machine['irqchip'])}")
+    if not isinstance(machine.get("virtio_cmdline", False), bool):
+        raise _Bad("machine.virtio_cmdline must be true or false")
+    disk = machine.get("disk")
+    if disk is not None:
+        disk = _dict(disk, "machine.disk")
+        _str(disk.get("path"), "machine.disk.path")
+        _sha(disk.get("sha256"), "machine.disk.sha256")
+        _int(disk.get("sectors", 0), "machine.disk.sectors")
+    if "backend" in header and header["backend"] not in ("kvm", "soft"):
+        raise _Bad(f"backend must be kvm or soft, not {_short(header['backend'])}")
+    cpuid = header.get("cpuid")
+    if not isinstance(cpuid, list) or len(cpuid) > _MAX_CPUID_LEAVES:
+        raise _Bad(f"cpuid must be a list of at most {_MAX_CPUID_LEAVES} leaves")
+    for n, row in enumerate(cpuid):
+        if not isinstance(row, list) or len(row) != 7:
+            raise _Bad(f"cpuid[{n}] must be a list of 7 integers")
+        for value in row:
+            _int(value, f"cpuid[{n}]", 0, (1 << 32) - 1)
+    images = _dict(header.get("images"), "images")
+    if "kernel" not in images:
+        raise _Bad("images names no kernel")
+    for name, entry in images.items():
+        _image(entry, f"images.{_str(name, 'image name')}")
+    for key in ("cmdline", "rrvmm", "created", "host"):
+        if key in header:
+            _str(header[key], key)
+    packed = header.get("packed")
+    if packed is not None:
+        symbols = _dict(packed, "packed").get("symbols", [])
+        if not isinstance(symbols, list):
+            raise _Bad("packed.symbols must be a list")
+        for n, entry in enumerate(symbols):
+            _image(entry, f"packed.symbols[{n}]")
+            _str(entry.get("name"), f"packed.symbols[{n}].name")
+
+
+def _field(spec: str, value: Any, where: str) -> None:
+    """Check one event field against its spec (see ``_EVENT_SPECS``)."""
+    if spec == "u64":
+        _int(value, where)
+    elif spec == "i64":
+        _int(value, where, -(1 << 63), (1 << 63) - 1)
+    elif spec == "u8":
+        _int(value, where, 0, 255)
+    elif spec == "u64?":
+        if value is not None:
+            _int(value, where)
+    elif spec == "u64|bytes":  # an EXIT value: the integer read or written, or string I/O
+        if not isinstance(value, bytes):
+            _int(value, where)
+    elif spec == "exit_kind":
+        if type(value) is not int or value not in _EXIT_KINDS:
+            raise _Bad(f"unknown exit kind {_short(value)}")
+    elif spec == "number":
+        if type(value) not in (int, float):
+            raise _Bad(f"{where} must be a number, not {_short(value)}")
+    elif not isinstance(value, _TYPES[spec]):
+        raise _Bad(f"{where} must be {spec}, not {_short(value)}")
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {"bool": (bool, int), "bytes": bytes, "str": str}
+
+# Each kind's fields after the kind, in EVENT_FIELDS order.
+_EVENT_SPECS: dict[EventKind, tuple[str, ...]] = {
+    EventKind.EXIT: ("exit_kind", "u64", "u64", "u64|bytes", "u64"),
+    EventKind.LANDING: ("u64", "u64", "u64", "u64", "bool", "u64?", "bool"),
+    EventKind.TIMER: ("i64",),
+    EventKind.CLOCK: ("i64",),
+    EventKind.WALL: ("number",),
+    EventKind.SERIAL_RX: ("bytes",),
+    EventKind.INJECT: ("u8",),
+    EventKind.TSC: ("i64",),
+    EventKind.IRQ_LINE: ("u8", "bool"),
+    EventKind.DEVICE_INPUT: ("str", "bytes"),
+    EventKind.ENTROPY: ("bytes",),
+}
+
+
+def check_event(event: Any) -> None:
+    """ValueError unless ``event`` is a known kind with the fields of that kind."""
+    if not isinstance(event, list | tuple) or not event:
+        raise _Bad(f"event must be a non-empty array, not {_short(event)}")
+    kind = _EVENT_KINDS.get(event[0]) if type(event[0]) is int else None
+    if kind is None:
+        raise _Bad(f"unknown event kind {_short(event[0])}")
+    names = EVENT_FIELDS[kind]
+    optional = 1 if kind == EventKind.LANDING else 0  # ``halted`` is written only if true
+    if not len(names) - optional <= len(event) - 1 <= len(names):
+        raise _Bad(f"{kind.name} event has {len(event) - 1} fields, expected {len(names)}")
+    for name, spec, value in zip(names, _EVENT_SPECS[kind], event[1:], strict=False):
+        _field(spec, value, f"{kind.name}.{name}")
+
+
+def check_footer(footer: dict[Any, Any]) -> None:
+    """ValueError unless the footer's totals have the types replay compares them as."""
+    if not _depth_ok(footer):
+        raise _Bad(f"nests deeper than {_MAX_DEPTH} levels")
+    for key in ("exits", "forced_exits"):
+        if key in footer:
+            _int(footer[key], key)
+    if "status" in footer:
+        _int(footer["status"], "status", -(1 << 63), _U64)
+    if "reason" in footer:
+        _str(footer["reason"], "reason")
+    if "serial_sha256" in footer:
+        _sha(footer["serial_sha256"], "serial_sha256")
+
+
+class _TraceSchema:
+    """The rrvmm event layer's schema, as ``TraceReader`` takes it."""
+
+    check_header = staticmethod(check_header)
+    check_event = staticmethod(check_event)
+    check_footer = staticmethod(check_footer)
+
+
+TRACE_SCHEMA = _TraceSchema()
