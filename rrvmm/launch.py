@@ -300,8 +300,9 @@ def _images_for_replay(
         from rrvmm.replay.pack import embedded_image
 
         try:
-            kdata = None if kernel else embedded_image(trace, "kernel")
-            idata = None if initrd or i is None else embedded_image(trace, "initrd")
+            room = header["machine"]["memory"]  # an image larger than the RAM cannot boot
+            kdata = None if kernel else embedded_image(trace, "kernel", room)
+            idata = None if initrd or i is None else embedded_image(trace, "initrd", room)
         except TraceError as e:
             raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
     else:
@@ -380,19 +381,15 @@ def _embedded_disk_hosts(trace: TraceReader, config: MachineConfig) -> VirtioHos
     """A packed trace's disk image in an unlinked temporary file (the Disk keeps its fd)."""
     import tempfile
 
-    from rrvmm.replay.pack import embedded_disk
+    from rrvmm.replay.pack import write_embedded_disk
 
-    try:
-        data = embedded_disk(trace)
-    except TraceError as e:
-        raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
-    if data is None:
-        return None
     fd, name = tempfile.mkstemp(prefix="rrvmm-disk-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return VirtioHosts(Disk(name, OVERLAY))
+            carried = write_embedded_disk(trace, f)  # streamed: never whole in memory
+        return VirtioHosts(Disk(name, OVERLAY)) if carried else None
+    except TraceError as e:
+        raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
     finally:
         os.unlink(name)
 

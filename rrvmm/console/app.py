@@ -30,6 +30,7 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 from rrvmm.console.commands import COMMANDS, PROMPT, Console, ConsoleQuit
 from rrvmm.console.symbols import SymbolError, SymbolTable
 from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.machine.boot.kernel import read_image
 
 __all__ = ["run_console", "load_symbols", "ConsoleCompleter", "interruptible_runner"]
 
@@ -46,7 +47,7 @@ def load_symbols(path: str | None, engine: Any = None) -> SymbolTable | None:
     try:
         kernel = engine.reader.header["images"]["kernel"]
         kpath = Path(kernel["path"])
-        data = kpath.read_bytes()
+        data = read_image(kpath)  # only a regular file, of bounded size
         if not data.startswith(b"\x7fELF") or hashlib.sha256(data).hexdigest() != kernel["sha256"]:
             return None
         return SymbolTable.from_elf(kpath)

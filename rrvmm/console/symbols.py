@@ -8,8 +8,11 @@ table, so ``watch table`` watches the whole object.
 from __future__ import annotations
 
 import bisect
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from rrvmm.inputfile import open_input
 
 __all__ = ["Symbol", "SymbolTable", "SymbolError"]
 
@@ -73,7 +76,8 @@ class SymbolTable:
         from elftools.elf.sections import SymbolTableSection
 
         try:
-            with open(path, "rb") as f:
+            # a FIFO or /dev/zero as --symbols: refused, not waited on
+            with os.fdopen(open_input(path), "rb") as f:
                 elf = ELFFile(f)
                 sections = [
                     _Section(sec["sh_addr"], sec["sh_addr"] + sec["sh_size"], i)

@@ -21,11 +21,9 @@ Design constraints that shape the code:
 from __future__ import annotations
 
 import bisect
-import errno
 import hashlib
 import os
 import re
-import stat
 import struct
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,6 +34,7 @@ import lz4.block
 import msgpack
 import xxhash
 
+from rrvmm.inputfile import open_input
 from rrvmm.replay.errors import (
     NotATrace,
     TraceCorrupt,
@@ -242,26 +241,6 @@ class TraceSchema(Protocol):
     def check_header(self, header: dict[Any, Any]) -> None: ...
     def check_event(self, event: Any) -> None: ...
     def check_footer(self, footer: dict[Any, Any]) -> None: ...
-
-
-def _open_regular(path: str) -> int:
-    """Open a trace for reading, refusing anything but a regular file.
-
-    O_NONBLOCK keeps a FIFO from blocking the open; a character device (/dev/zero) would
-    never end. The error is an OSError like any other unreadable file.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 class ChunkInfo(NamedTuple):
@@ -595,7 +574,7 @@ class TraceReader:
         self.tail_bytes = 0
         self._chunks: list[ChunkInfo] = []
         self._schema = schema
-        self._fd: int | None = _open_regular(self.path)
+        self._fd: int | None = open_input(self.path)  # a FIFO or /dev/zero: OSError
         try:
             self._size = os.fstat(self._fd).st_size
             self._read_header()

@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from rrvmm import __version__
 from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.inputfile import MAX_IMAGE_BYTES
 from rrvmm.replay.container import BLOBS_KEY, BlobMismatch, TraceError, TraceReader, TraceWriter
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
     "pack_trace",
     "embedded_image",
     "embedded_symbols",
-    "embedded_disk",
+    "write_embedded_disk",
 ]
 
 #: Header key of a packed trace: {rrvmm, packed_at, source, symbols: [{name, path, sha256,
@@ -105,15 +106,25 @@ def _image_entries(header: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(str(k), v) for k, v in images.items() if isinstance(v, dict)]
 
 
-def embedded_image(reader: TraceReader, name: str) -> bytes | None:
+def embedded_image(reader: TraceReader, name: str, limit: int = MAX_IMAGE_BYTES) -> bytes | None:
     """The bytes of header image ``name`` if the trace carries them, else None.
 
-    Raises TraceError if the embedded copy is damaged or cut short.
+    A carried image larger than ``limit`` (an image must fit in the guest's RAM) is refused
+    before any of it is read: RrvmmError. Raises TraceError if the embedded copy is damaged
+    or cut short.
     """
     entry = (reader.header.get("images") or {}).get(name)
-    if not entry or reader.find_blob(str(entry.get("sha256"))) is None:
+    blob = reader.find_blob(str(entry.get("sha256"))) if entry else None
+    if blob is None:
         return None
-    return reader.blob(entry["sha256"])
+    limit = min(limit, MAX_IMAGE_BYTES)
+    if blob.size > limit:
+        raise RrvmmError(
+            f"{reader.path}: the {name} it carries is {blob.size} bytes, more than the"
+            f" {limit} an image may have here",
+            ExitStatus.BAD_TRACE,
+        )
+    return reader.blob(blob.sha256)
 
 
 def _disk_entry(header: dict[str, Any]) -> dict[str, Any] | None:
@@ -121,12 +132,15 @@ def _disk_entry(header: dict[str, Any]) -> dict[str, Any] | None:
     return disk if isinstance(disk, dict) else None
 
 
-def embedded_disk(reader: TraceReader) -> bytes | None:
-    """The virtio-blk image a packed trace carries (as it was before the recording)."""
+def write_embedded_disk(reader: TraceReader, out: BinaryIO) -> bool:
+    """Copy the virtio-blk image a packed trace carries (as it was before the recording) to
+    ``out``, piece by piece: a disk may be far larger than memory. False if it carries none."""
     disk = _disk_entry(reader.header)
     if disk is None or reader.find_blob(str(disk.get("sha256"))) is None:
-        return None
-    return reader.blob(disk["sha256"])
+        return False
+    for piece in reader.iter_blob(disk["sha256"]):
+        out.write(piece)
+    return True
 
 
 def embedded_symbols(reader: TraceReader) -> list[tuple[str, bytes]]:

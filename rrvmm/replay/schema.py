@@ -24,6 +24,7 @@ _U64 = (1 << 64) - 1
 _MAX_DEPTH = 16  # header and footer nest 3 deep today; json/printing recurse on them
 _MAX_CPUID_LEAVES = 4096
 _MAX_TEXT = 1 << 20  # a path, a command line, a reason
+_MAX_MEMORY = 64 << 30  # what `--memory` accepts
 _EXIT_KINDS = frozenset(int(k) for k in ExitKind)
 _EVENT_KINDS = {int(k): k for k in EventKind}
 
@@ -91,7 +92,7 @@ def check_header(header: dict[Any, Any]) -> None:
     if not _depth_ok(header):
         raise _Bad(f"nests deeper than {_MAX_DEPTH} levels")
     machine = _dict(header.get("machine"), "machine")
-    _int(machine.get("memory"), "machine.memory", 1)
+    _int(machine.get("memory"), "machine.memory", 1 << 20, _MAX_MEMORY)
     _str(machine.get("cmdline"), "machine.cmdline")
     if machine.get("irqchip", "user") not in ("user", "kernel"):
         raise _Bad(f"machine.irqchip must be user or kernel, not {_short(machine['irqchip'])}")

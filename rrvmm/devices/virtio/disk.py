@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rrvmm.inputfile import input_size, open_input
+
 __all__ = ["Disk", "DiskError", "DiskState", "SECTOR_SIZE", "OVERLAY", "WRITE_THROUGH"]
 
 SECTOR_SIZE = 512
@@ -51,15 +53,18 @@ class Disk:
         self.read_only = read_only
         writes_file = mode == WRITE_THROUGH and not read_only
         try:
-            self._fd = os.open(self.path, os.O_RDWR if writes_file else os.O_RDONLY)
+            # a regular file or a block device; a FIFO or /dev/zero has no size to expose
+            self._fd = open_input(
+                self.path, block_device=True, flags=os.O_RDWR if writes_file else 0
+            )
         except OSError as e:
             raise DiskError(e.errno, f"cannot open disk image {self.path}: {e.strerror}") from e
         try:
-            size = os.fstat(self._fd).st_size
-            os.pread(self._fd, 0, 0)  # a directory opens but cannot be read
+            size = input_size(self._fd)
         except OSError as e:
             os.close(self._fd)
             raise DiskError(e.errno, f"cannot read disk image {self.path}: {e.strerror}") from e
+        self._size = size  # what sha256 hashes, even if the file grows meanwhile
         self.sectors = size // SECTOR_SIZE
         self.state = DiskState()
         self._sha256: str | None = None
@@ -120,8 +125,10 @@ class Disk:
         """Hex sha256 of the whole base file as first hashed (streamed, computed once)."""
         if self._sha256 is None:
             h = hashlib.sha256()
-            offset = 0
-            while chunk := os.pread(self._fd, 1 << 20, offset):
+            offset, size = 0, self._size
+            while offset < size and (
+                chunk := os.pread(self._fd, min(1 << 20, size - offset), offset)
+            ):
                 h.update(chunk)
                 offset += len(chunk)
             self._sha256 = h.hexdigest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.inputfile import MAX_IMAGE_BYTES, NotRegularFile, TooLarge, read_limited
 from rrvmm.machine.boot.linux import is_bzimage, load_bzimage
 from rrvmm.machine.boot.multiboot import (
     BootImage,
@@ -17,15 +18,21 @@ from rrvmm.machine.boot.multiboot import (
 __all__ = ["load_kernel", "read_image"]
 
 
-def read_image(path: str | Path, what: str = "kernel") -> bytes:
-    """The file's bytes, or a one-line RrvmmError naming the file."""
+def read_image(path: str | Path, what: str = "kernel", limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """The file's bytes, or a one-line RrvmmError naming the file (NO_INPUT, 66).
+
+    Only a regular file of at most ``limit`` bytes is read: a FIFO or a device such as
+    /dev/zero is refused at once instead of blocking or filling memory.
+    """
     p = Path(path)
     try:
-        return p.read_bytes()
+        return read_limited(p, limit)
     except FileNotFoundError:
         raise RrvmmError(f"{what} file not found: {p}", ExitStatus.NO_INPUT) from None
     except IsADirectoryError:
         raise RrvmmError(f"{what} path is a directory: {p}", ExitStatus.NO_INPUT) from None
+    except (NotRegularFile, TooLarge) as e:
+        raise RrvmmError(f"{what} {p} is {e.strerror}", ExitStatus.NO_INPUT) from None
     except OSError as e:
         raise RrvmmError(f"cannot read {what} {p}: {e.strerror}", ExitStatus.NO_INPUT) from None
 
