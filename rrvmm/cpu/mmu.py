@@ -28,11 +28,20 @@ Entry = tuple[int, int, int]  # (physical address of the entry, its value, its s
 
 
 class PageFault(Exception):
-    """The virtual address is not mapped (the walk met a non-present entry)."""
+    """The virtual address is not mapped (the walk met a non-present entry), or is no
+    address at all in the current mode (non-canonical, or beyond the mode's width)."""
 
-    def __init__(self, address: int) -> None:
-        super().__init__(f"address {address:#x} is not mapped")
+    def __init__(self, address: int, why: str = "is not mapped") -> None:
+        super().__init__(f"address {address:#x} {why}")
         self.address = address
+
+
+def _check_canonical(va: int, la57: bool) -> None:
+    """Long mode: 48 (57 with LA57) significant bits, the rest copies of the top one; the
+    hole in between faults on a real CPU too, and a debugger may ask for any number."""
+    bits = 57 if la57 else 48
+    if va < 0 or va >> 64 or (va >> (bits - 1)) not in (0, (1 << (65 - bits)) - 1):
+        raise PageFault(va, "is not a canonical address")
 
 
 def _entry(read_phys: ReadPhys, addr: int, size: int, va: int) -> Entry:
@@ -50,6 +59,10 @@ def walk(
     Only entries whose R/W, U/S and accessed bits mean something are listed (a PAE
     PDPTE has none). PageFault if an entry on the way is not present.
     """
+    if efer & EFER_LMA:
+        _check_canonical(va, bool(cr4 & CR4_LA57))
+    elif va < 0 or va >> 64:
+        raise PageFault(va, "is beyond the 64-bit address space")
     if not cr0 & CR0_PG:
         return va & 0xFFFF_FFFF, []
     entries: list[Entry] = []
@@ -100,7 +113,13 @@ def read_virtual(
     efer: int,
     read_phys: ReadPhys,
 ) -> bytes:
-    """``length`` bytes at ``va``, page by page (pages may map anywhere)."""
+    """``length`` bytes at ``va``, page by page (pages may map anywhere).
+
+    Outside long mode the range must lie below 4 GiB: a debugger's address above it names
+    nothing (the walk itself wraps, as a 32-bit CPU's linear addresses do).
+    """
+    if not efer & EFER_LMA and not 0 <= va <= va + length <= 1 << 32:
+        raise PageFault(va, "is beyond the 32-bit address space")
     out = bytearray()
     while length > 0:
         pa = translate(va, cr0, cr3, cr4, efer, read_phys)

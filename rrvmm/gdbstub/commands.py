@@ -15,9 +15,11 @@ schema (after QEMU's ``GdbCmdParseEntry``), so a handler receives parsed values:
 * ``?`` after an item makes it and the rest of the schema optional;
 * ``*`` at the end ignores whatever follows (e.g. ``Z`` condition lists).
 
-Error replies: ``E00`` bad qXfer annex, ``E01`` malformed packet or arguments, ``E02`` no
-such register or thread, ``E03`` the target refused (read-only replay, unmapped memory),
-``E04`` the target raised something unexpected (logged with its traceback).
+Error replies: ``E00`` bad qXfer annex, ``E01`` malformed packet or arguments (including an
+address range past 2^64 or a watchpoint over MAX_WATCH_LENGTH bytes), ``E02`` no such
+register or thread, ``E03`` the target refused (read-only replay, unmapped or non-canonical
+memory, too many points, a damaged trace met while running: logged as one line), ``E04``
+the target raised something unexpected (logged with its traceback).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from rrvmm.errors import RrvmmError
 from rrvmm.gdbstub import regs
 from rrvmm.gdbstub.framing import FramingError, escape, hexlify, unescape
 from rrvmm.target import Stop, StopKind, Target, TargetError, WatchKind
@@ -56,6 +59,12 @@ E_ARGS = b"E01"
 E_NOENT = b"E02"
 E_TARGET = b"E03"
 E_INTERNAL = b"E04"
+
+# Bounds on what one packet can make the stub (and the target behind it) hold or walk.
+ADDRESS_LIMIT = 1 << 64  # x86-64 addresses; gdb may still send larger hex numbers
+MAX_WATCH_LENGTH = 1 << 20  # bytes one watchpoint covers (the target protects its pages)
+MAX_POINTS = 4096  # distinct break/watch points at once
+MAX_MONITOR_COMMAND = 1024  # characters of a `monitor` command (they are a few words)
 
 _WATCH_KINDS = {2: WatchKind.WRITE, 3: WatchKind.READ, 4: WatchKind.ACCESS}
 _WATCH_REASON = {WatchKind.WRITE: b"watch", WatchKind.READ: b"rwatch", WatchKind.ACCESS: b"awatch"}
@@ -234,6 +243,7 @@ class GdbCommands:
         self.last_stop: Stop = Stop(StopKind.STEP)  # what '?' reports before any resume
         self.client_features: set[bytes] = set()  # 'swbreak' etc. from gdb's qSupported
         self.no_ack = False
+        self._points: set[tuple[int, int, int]] = set()  # (kind, address, length) inserted
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -275,6 +285,9 @@ class GdbCommands:
         except TargetError as exc:
             log.warning("resume failed: %s", exc)
             return E_TARGET  # gdb warns "Remote failure reply" and treats it as a stop
+        except RrvmmError as exc:  # e.g. a damaged trace met while running: one line
+            log.error("%s", exc)
+            return E_TARGET
         except Exception:
             log.exception("resume failed")
             return E_INTERNAL
@@ -371,6 +384,8 @@ class GdbCommands:
     def q_rcmd(self, command: bytes) -> Response:
         text = command.decode("utf-8", "replace")
         try:
+            if len(text) > MAX_MONITOR_COMMAND:
+                raise TargetError(f"monitor command longer than {MAX_MONITOR_COMMAND} characters")
             output = self.target.monitor(text)
         except TargetError as exc:
             output = f"error: {exc}\n"
@@ -451,8 +466,14 @@ class GdbCommands:
                     raise TargetError(f"{name} is not writable here")
                 self.target.write_register(name, value)
 
+    @staticmethod
+    def _check_range(address: int, length: int) -> None:
+        if address >= ADDRESS_LIMIT or length > ADDRESS_LIMIT - address:
+            raise ArgError(f"{address:#x}+{length:#x} is beyond the 64-bit address space")
+
     def read_memory(self, address: int, length: int) -> bytes:
         length = min(length, (self.packet_size - 8) // 2)
+        self._check_range(address, length)
         if length == 0:
             return b""
         try:
@@ -469,6 +490,7 @@ class GdbCommands:
     def write_memory(self, address: int, length: int, data: bytes) -> bytes:
         if len(data) != length:
             raise ArgError(f"M says {length} bytes, carries {len(data)}")
+        self._check_range(address, length)
         if length:
             self.target.write_memory(address, data)
         return OK
@@ -508,16 +530,28 @@ class GdbCommands:
 
     def _point(self, kind: int, address: int, length: int, insert: bool) -> bytes:
         target = self.target
+        self._check_range(address, length if kind in _WATCH_KINDS else 1)
+        key = (kind, address, length)
+        if insert and key in self._points:
+            return OK  # inserting twice is one point (gdb re-inserts after reconnecting)
+        if insert and len(self._points) >= MAX_POINTS:
+            raise TargetError(f"more than {MAX_POINTS} break/watch points")
         if kind in (0, 1):
             op: Callable[..., None] = target.add_breakpoint if insert else target.remove_breakpoint
             op(address, hardware=kind == 1)
         elif kind in _WATCH_KINDS:
             if length == 0:
                 raise ArgError("zero-length watchpoint")
+            if length > MAX_WATCH_LENGTH:
+                raise ArgError(f"watchpoint of {length} bytes (at most {MAX_WATCH_LENGTH})")
             op = target.add_watchpoint if insert else target.remove_watchpoint
             op(address, length, _WATCH_KINDS[kind])
         else:
             return b""  # unknown kinds are 'not supported', per the spec
+        if insert:
+            self._points.add(key)
+        else:
+            self._points.discard(key)
         return OK
 
     def insert_point(self, kind: int, address: int, length: int) -> bytes:

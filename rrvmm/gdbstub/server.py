@@ -5,7 +5,8 @@ kills or hangs up, and returns; ``serve_forever()`` does that until :meth:`shutd
 
 While the target runs (``Target.resume`` blocks), the resume happens in a worker thread
 and this thread keeps reading the socket, so gdb's Ctrl-C (a bare 0x03) reaches
-``Target.interrupt()``. Packets that arrive meanwhile wait until the stop reply is sent.
+``Target.interrupt()``. Packets that arrive meanwhile (a few at most: more are dropped)
+wait until the stop reply is sent.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 1234
 _RECV = 65536
 _MAX_RESENDS = 8
+_MAX_HELD = 64  # packets held back while the target runs
 
 
 def listen_address(spec: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
@@ -191,6 +193,7 @@ class _Connection:
         self.last_sent = b""
         self.resends = 0
         self.pending: deque[Event] = deque()
+        self.dropped = 0  # events dropped because they came, too many, during a run
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -269,6 +272,22 @@ class _Connection:
 
     # -- running the target ---------------------------------------------------------------
 
+    def _hold(self, event: Event) -> None:
+        """Keep a packet that came during a run for after the stop reply, within bounds.
+
+        Acks and naks refer to what was sent before the run (an ack only resets the resend
+        count); gdb sends nothing else while it waits for a stop but ^C, so beyond a few
+        packets this is a flood, dropped and counted rather than held (it once took GBs).
+        """
+        if isinstance(event, Ack):
+            self.resends = 0
+        elif isinstance(event, Nak) or len(self.pending) >= _MAX_HELD:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.warning("gdb sent more than %d packets during a run; dropping", _MAX_HELD)
+        else:
+            self.pending.append(event)
+
     def _run(self, resume: Resume) -> bytes | None:
         """Resume in a worker; forward ^C meanwhile. The stop reply, or None if gdb left."""
         result: list[bytes] = []
@@ -293,7 +312,7 @@ class _Connection:
                             log.debug("<- ^C")
                             self.commands.target.interrupt()
                         else:
-                            self.pending.append(event)
+                            self._hold(event)
                     if not data:
                         worker.join()
             finally:
