@@ -157,7 +157,7 @@ def _virtio_hosts(config: MachineConfig, live: bool) -> tuple[VirtioHosts, dict[
             if not spec:
                 continue
             try:
-                ports[name] = UdpPort(*parse_udp(spec, option))
+                ports[name] = UdpPort(*parse_udp(spec, option), name=option)
             except ValueError as e:
                 raise RrvmmError(str(e), ExitStatus.USAGE) from None
             except OSError as e:

@@ -18,7 +18,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-__all__ = ["SerialHost", "ESCAPE_KEY"]
+__all__ = ["SerialHost", "ESCAPE_KEY", "MAX_PENDING_INPUT"]
+
+#: Bytes of piped input read ahead of the guest (see SerialHost._wait_for_room).
+MAX_PENDING_INPUT = 1 << 20
 
 ESCAPE_KEY = 0x01  # Ctrl-A
 _QUIT_KEY = ord("x")
@@ -50,6 +53,8 @@ class SerialHost:
         self._in_fd = input_fd
         self._raw_tty = raw_tty
         self._pending: deque[bytes] = deque()
+        self._queued = 0  # bytes in _pending
+        self._room = threading.Event()  # set when the guest took some
         self._lock = threading.Lock()
         self.input_closed = input_fd is None
         self.quit_requested = False
@@ -98,9 +103,19 @@ class SerialHost:
             if data:
                 with self._lock:
                     self._pending.append(data)
+                    self._queued += len(data)
             self._notify()
             if self.quit_requested:
                 return
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        """Piped input waits while MAX_PENDING_INPUT bytes wait for the guest: a guest that
+        never reads its UART must not make rrvmm hold a whole file (nothing is lost, the
+        pipe just fills). A terminal is always read, so Ctrl-A x keeps working."""
+        while self._queued >= MAX_PENDING_INPUT and not self._is_tty():
+            self._room.wait(0.5)
+            self._room.clear()
 
     def _filter_escape(self, data: bytes) -> bytes:
         out = bytearray()
@@ -132,7 +147,10 @@ class SerialHost:
         if limit <= 0 or not self._pending:
             return b""
         with self._lock:
-            return take_bytes(self._pending, limit)
+            data = take_bytes(self._pending, limit)
+            self._queued -= len(data)
+        self._room.set()
+        return data
 
     def has_input(self) -> bool:
         return bool(self._pending)

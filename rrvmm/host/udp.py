@@ -3,11 +3,15 @@
 ``--net udp:127.0.0.1:PORT`` (and ``--vconsole`` alike) binds PORT; every datagram that
 arrives is one network frame (or a run of console bytes) for the guest, and what the guest
 sends goes back to whoever sent last. A reader thread queues datagrams and wakes the
-machine; the machine takes them between exits through the seam, which records them.
+machine; the machine takes them between exits through the seam, which records them. The
+queue is bounded: a guest that never drains it costs at most MAX_QUEUED_BYTES, and what
+does not fit is dropped with a warning (once, then a count when the port closes), as a
+NIC drops what arrives with its ring full.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections import deque
@@ -15,9 +19,15 @@ from collections.abc import Callable
 
 from rrvmm.host.terminal import take_bytes
 
-__all__ = ["UdpPort", "parse_udp"]
+__all__ = ["UdpPort", "parse_udp", "MAX_QUEUED_DATAGRAMS", "MAX_QUEUED_BYTES"]
+
+log = logging.getLogger("rrvmm")
 
 _MAX_DATAGRAM = 65535
+#: What waits for a guest that does not drain its input (a virtio-net rx queue holds 256
+#: buffers); beyond either bound new datagrams are dropped and counted.
+MAX_QUEUED_DATAGRAMS = 1024
+MAX_QUEUED_BYTES = 4 << 20
 
 
 def parse_udp(spec: str, option: str) -> tuple[str, int]:
@@ -30,12 +40,18 @@ def parse_udp(spec: str, option: str) -> tuple[str, int]:
 
 
 class UdpPort:
-    def __init__(self, host: str, port: int) -> None:
+    """A bound UDP socket whose datagrams queue, boundedly, for the guest."""
+
+    def __init__(self, host: str, port: int, name: str = "udp") -> None:
+        self.name = name  # for messages: the option it serves (--net, --vconsole)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, port))
         self.address = self.sock.getsockname()
         self._peer: tuple[str, int] | None = None
         self._pending: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self.dropped = 0  # datagrams dropped because the queue was full
+        self.dropped_bytes = 0
         self._lock = threading.Lock()
         self._wake: Callable[[], None] = lambda: None
         self._thread: threading.Thread | None = None
@@ -53,20 +69,42 @@ class UdpPort:
                 return  # closed
             with self._lock:
                 self._peer = peer
+                if (
+                    len(self._pending) >= MAX_QUEUED_DATAGRAMS
+                    or self._queued_bytes + len(data) > MAX_QUEUED_BYTES
+                ):
+                    self._drop(len(data))
+                    continue
                 self._pending.append(data)
+                self._queued_bytes += len(data)
             self._wake()
+
+    def _drop(self, size: int) -> None:
+        """The guest is not taking input as fast as it comes: drop, as a full NIC would."""
+        self.dropped += 1
+        self.dropped_bytes += size
+        if self.dropped == 1:
+            log.warning(
+                "%s: the guest is not taking input (%d datagrams, %d bytes queued);"
+                " dropping what comes until it does",
+                self.name, len(self._pending), self._queued_bytes,
+            )  # fmt: skip
 
     def has_input(self) -> bool:
         return bool(self._pending)
 
     def take_frame(self) -> bytes:
         with self._lock:
-            return self._pending.popleft() if self._pending else b""
+            data = self._pending.popleft() if self._pending else b""
+            self._queued_bytes -= len(data)
+            return data
 
     def take(self, limit: int) -> bytes:
         """Up to ``limit`` bytes, datagrams read as one byte stream (the console)."""
         with self._lock:
-            return take_bytes(self._pending, limit)
+            data = take_bytes(self._pending, limit)
+            self._queued_bytes -= len(data)
+            return data
 
     def send(self, data: bytes) -> None:
         if self._peer is not None:
@@ -77,3 +115,8 @@ class UdpPort:
 
     def close(self) -> None:
         self.sock.close()
+        if self.dropped:
+            log.warning(
+                "%s: dropped %d datagrams (%d bytes) the guest did not take in time",
+                self.name, self.dropped, self.dropped_bytes,
+            )  # fmt: skip
