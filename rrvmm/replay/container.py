@@ -629,6 +629,13 @@ class TraceReader:
             yield from events
             del events  # drop this chunk before decoding the next: one chunk in memory
 
+    def check_chunk(self, number: int) -> int:
+        """Verify and decode chunk ``number`` (schema included); return its event count.
+
+        For copying chunks verbatim (``pack``) without passing on events no reader could use.
+        """
+        return len(self._read_chunk(number))
+
     def verify(self) -> int:
         """Check every blob and every chunk's header, checksum and decoding.
 

@@ -287,6 +287,7 @@ def pack_trace(
                 raise RrvmmError(f"{e.filename} not found", ExitStatus.NO_INPUT) from None
             with writer:
                 for number, chunk in enumerate(chunks):
+                    reader.check_chunk(number)  # a crafted event is refused, not packed
                     writer.append_chunk_record(reader.chunk_record(number))
                     tick(chunk.comp_len)
                 if reader.truncated:
