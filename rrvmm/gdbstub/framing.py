@@ -90,10 +90,11 @@ def unescape(data: bytes) -> bytes:
     return bytes(out)
 
 
-def rle_decode(data: bytes) -> bytes:
+def rle_decode(data: bytes, limit: int | None = None) -> bytes:
     """Expand ``X*N`` runs (``X`` repeated ``ord(N) - 29`` more times).
 
-    Works on the payload as sent (before binary unescaping), as gdb itself does.
+    Works on the payload as sent (before binary unescaping), as gdb itself does. Output
+    beyond ``limit`` bytes is a FramingError (runs expand ~48 times: a hostile packet).
     """
     if b"*" not in data:
         return bytes(data)
@@ -111,6 +112,8 @@ def rle_decode(data: bytes) -> bytes:
             if count < 0:
                 raise FramingError(f"bad run length count byte {data[i + 1]:#04x}")
             out.extend(out[-1:] * count)
+            if limit is not None and len(out) > limit:
+                raise FramingError(f"run lengths expand the packet past {limit} bytes")
             i += 2
         else:
             out.append(b)
@@ -236,7 +239,7 @@ class PacketReader:
         cs = bytes(self._cs)
         ok = all(c in _HEX for c in cs) and int(cs, 16) == checksum(raw)
         try:
-            payload = rle_decode(raw)
+            payload = rle_decode(raw, self._max)
         except FramingError:
             return Packet(raw, ok, malformed=True)
         return Packet(payload, ok)

@@ -102,7 +102,9 @@ _HASH = struct.Struct("<Q")
 
 _ARRAY32 = b"\xdd"  # msgpack array32 marker; the writer reserves 5 bytes for it per chunk
 _MAX_U64 = (1 << 64) - 1
-_MAX_HEADER_BYTES = 16 << 20
+# Header and footer maps: a real header is a few KiB (the CPUID table dominates). Decoded,
+# msgpack can cost ~36 bytes of Python objects per byte, so this also bounds that memory.
+_MAX_HEADER_BYTES = 1 << 20
 # Bounds a reader can trust before it allocates anything. Every length in a trace is
 # checksummed with xxh3, which anyone can recompute, so a crafted file may declare any size:
 # the limits below are what the writer can produce, and a reader refuses more before
@@ -871,6 +873,8 @@ class TraceReader:
         _, n_entries, index_footer_len, _, entries_hash = _INDEX.unpack_from(index)
         entries_at = index_offset + _INDEX_SIZE
         footer_at = entries_at + n_entries * _ENTRY.size
+        if footer_len > _MAX_HEADER_BYTES:
+            return f"footer length {footer_len} is implausible"
         if index_footer_len != footer_len or footer_at + footer_len + _TRAILER_SIZE != size:
             return "index and footer lengths disagree with the file size"
         entries = self._pread(entries_at, footer_at - entries_at)
