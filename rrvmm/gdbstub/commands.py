@@ -244,6 +244,7 @@ class GdbCommands:
         self.client_features: set[bytes] = set()  # 'swbreak' etc. from gdb's qSupported
         self.no_ack = False
         self._points: set[tuple[int, int, int]] = set()  # (kind, address, length) inserted
+        self._notes: list[bytes] = []  # see take_notes
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -275,8 +276,16 @@ class GdbCommands:
         resp = self.dispatch(payload)
         out = list(resp.packets)
         if resp.resume is not None:
-            out.append(self.run(resp.resume))
+            reply = self.run(resp.resume)
+            out += self.take_notes()
+            out.append(reply)
         return out
+
+    def take_notes(self) -> list[bytes]:
+        """``O`` packets (console output) to send before the last resume's stop reply: why
+        it failed, so the gdb user reads more than "Remote failure reply: E03"."""
+        notes, self._notes = self._notes, []
+        return notes
 
     def run(self, resume: Resume) -> bytes:
         """Resume the target (blocking) and return the stop reply."""
@@ -287,6 +296,7 @@ class GdbCommands:
             return E_TARGET  # gdb warns "Remote failure reply" and treats it as a stop
         except RrvmmError as exc:  # e.g. a damaged trace met while running: one line
             log.error("%s", exc)
+            self._notes.append(b"O" + hexlify(f"rrvmm: {exc}\n".encode()))
             return E_TARGET
         except Exception:
             log.exception("resume failed")

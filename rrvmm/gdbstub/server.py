@@ -259,7 +259,7 @@ class _Connection:
             reply = self._run(resp.resume)
             if reply is None:
                 return False
-            self._send([reply])
+            self._send([*self.commands.take_notes(), reply])
         return not resp.close
 
     def _send(self, payloads: Iterable[bytes]) -> None:

@@ -153,7 +153,9 @@ def test_damaged_trace_during_c_is_one_line(
     server = ReplayServer(bad)
     gdb = Client(server.port)
     try:
-        assert gdb.ask(b"c") == b"E03"
+        note = gdb.ask(b"c")  # gdb prints the reason, then "Remote failure reply: E03"
+        assert note.startswith(b"O") and b"corrupt chunk" in bytes.fromhex(note[1:].decode())
+        assert gdb.reply() == b"E03"
         assert gdb.ask(b"D") == b"OK"
     finally:
         gdb.close()
