@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["VirtioSet", "SLOTS", "VirtioHosts"]
 
+MAX_CONSOLE_INPUT = 1 << 20  # bytes of host input handed to the virtio console per exit
+
 log = logging.getLogger("rrvmm")
 
 # name -> (MMIO base, IRQ)
@@ -122,7 +124,9 @@ class VirtioSet:
 
     def take_inputs(self, index: int, seam: Any) -> None:
         """Between exits: console bytes and network frames the guest has room for."""
-        room = self.console.rx_room()
+        # a guest may post GiBs of receive buffers; one input event stays well inside the
+        # trace's 2 MiB event limit (the rest comes at the next exit)
+        room = min(self.console.rx_room(), MAX_CONSOLE_INPUT)
         if room:
             data = seam.device_input(index, "console", room)
             if data:
