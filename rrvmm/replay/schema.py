@@ -122,9 +122,8 @@ def check_header(header: dict[Any, Any]) -> None:
     for key in ("cmdline", "rrvmm", "created", "host"):
         if key in header:
             _str(header[key], key)
-    packed = header.get("packed")
-    if packed is not None:
-        symbols = _dict(packed, "packed").get("symbols", [])
+    if "packed" in header:
+        symbols = _dict(header["packed"], "packed").get("symbols", [])
         if not isinstance(symbols, list):
             raise _Bad("packed.symbols must be a list")
         for n, entry in enumerate(symbols):
