@@ -63,6 +63,7 @@ E_INTERNAL = b"E04"
 # Bounds on what one packet can make the stub (and the target behind it) hold or walk.
 ADDRESS_LIMIT = 1 << 64  # x86-64 addresses; gdb may still send larger hex numbers
 MAX_WATCH_LENGTH = 1 << 20  # bytes one watchpoint covers (the target protects its pages)
+MAX_WATCHED = 16 << 20  # bytes all watchpoints together cover
 MAX_POINTS = 4096  # distinct break/watch points at once
 MAX_MONITOR_COMMAND = 1024  # characters of a `monitor` command (they are a few words)
 
@@ -546,14 +547,16 @@ class GdbCommands:
             return OK  # inserting twice is one point (gdb re-inserts after reconnecting)
         if insert and len(self._points) >= MAX_POINTS:
             raise TargetError(f"more than {MAX_POINTS} break/watch points")
+        if kind in _WATCH_KINDS and length > MAX_WATCH_LENGTH:
+            raise ArgError(f"watchpoint of {length} bytes (at most {MAX_WATCH_LENGTH})")
+        if insert and kind in _WATCH_KINDS and self._watched() + length > MAX_WATCHED:
+            raise TargetError(f"watchpoints would cover more than {MAX_WATCHED} bytes")
         if kind in (0, 1):
             op: Callable[..., None] = target.add_breakpoint if insert else target.remove_breakpoint
             op(address, hardware=kind == 1)
         elif kind in _WATCH_KINDS:
             if length == 0:
                 raise ArgError("zero-length watchpoint")
-            if length > MAX_WATCH_LENGTH:
-                raise ArgError(f"watchpoint of {length} bytes (at most {MAX_WATCH_LENGTH})")
             op = target.add_watchpoint if insert else target.remove_watchpoint
             op(address, length, _WATCH_KINDS[kind])
         else:
@@ -563,6 +566,9 @@ class GdbCommands:
         else:
             self._points.discard(key)
         return OK
+
+    def _watched(self) -> int:
+        return sum(length for kind, _, length in self._points if kind in _WATCH_KINDS)
 
     def insert_point(self, kind: int, address: int, length: int) -> bytes:
         return self._point(kind, address, length, insert=True)
