@@ -1008,12 +1008,13 @@ class TraceReader:
             del raw
             exit_index = info.first_exit
             events = []
+            items = iter(unpacker)
             for i in range(info.count):
-                delta = unpacker.unpack()
+                delta = next(items)
                 if type(delta) is not int or delta < 0 or (i == 0 and delta != 0):
                     raise ValueError(f"bad exit delta {delta!r}")
                 exit_index += delta
-                event = unpacker.unpack()
+                event = next(items)
                 if check is not None:
                     try:
                         check(event)
@@ -1025,7 +1026,10 @@ class TraceReader:
             if exit_index != info.last_exit:
                 raise ValueError("last exit index disagrees with the chunk header")
         except Exception as exc:  # checksummed yet undecodable: a writer bug or forgery
-            why = str(exc) or type(exc).__name__  # msgpack's OutOfData has no message
+            if isinstance(exc, StopIteration):
+                why = "payload ends before its last event"
+            else:
+                why = str(exc) or type(exc).__name__  # msgpack's errors may have no message
             raise self._corrupt(
                 f"chunk payload does not decode: {why}", chunk=number, offset=offset
             ) from None

@@ -173,8 +173,56 @@ _EVENT_SPECS: dict[EventKind, tuple[str, ...]] = {
 }
 
 
+_PREDICATES: dict[str, Any] = {
+    "u64": lambda v: type(v) is int and v >= 0,  # msgpack ints stop at 2^64 - 1 anyway
+    "i64": lambda v: type(v) is int,
+    "u8": lambda v: type(v) is int and 0 <= v <= 255,
+    "u64?": lambda v: v is None or (type(v) is int and v >= 0),
+    "u64|bytes": lambda v: type(v) is bytes or (type(v) is int and v >= 0),
+    "exit_kind": lambda v: type(v) is int and v in _EXIT_KINDS,
+    "number": lambda v: type(v) is int or type(v) is float,
+    "bool": lambda v: type(v) is bool or type(v) is int,
+    "bytes": lambda v: type(v) is bytes,
+    "str": lambda v: type(v) is str,
+}
+# kind value -> (fewest fields, most fields, predicates): the fast path; replay checks every
+# event it reads, one or more per VM exit, so no message is built unless one fails
+_FAST: dict[int, tuple[int, int, tuple[Any, ...]]] = {
+    int(kind): (
+        len(specs) - (1 if kind == EventKind.LANDING else 0) + 1,
+        len(specs) + 1,
+        tuple(_PREDICATES[spec] for spec in specs),
+    )
+    for kind, specs in _EVENT_SPECS.items()
+}
+
+
 def check_event(event: Any) -> None:
     """ValueError unless ``event`` is a known kind with the fields of that kind."""
+    if type(event) is tuple and len(event) == 6 and event[0] == 1 and type(event[0]) is int:
+        # EXIT, inline: one per VM exit, the hot path
+        _, kind, addr, size, value, rip = event
+        if (
+            type(kind) is int and kind in _EXIT_KINDS
+            and type(addr) is int and addr >= 0
+            and type(size) is int and size >= 0
+            and type(rip) is int and rip >= 0
+            and (type(value) is bytes or (type(value) is int and value >= 0))
+        ):  # fmt: skip
+            return
+    if type(event) is tuple or type(event) is list:
+        fast = _FAST.get(event[0]) if event and type(event[0]) is int else None
+        if fast is not None and fast[0] <= len(event) <= fast[1]:
+            for ok, value in zip(fast[2], event[1:], strict=False):
+                if not ok(value):
+                    break
+            else:
+                return
+    _check_event(event)  # to say what is wrong
+
+
+def _check_event(event: Any) -> None:
+    """The general check, field by field, with a message naming the first bad one."""
     if not isinstance(event, list | tuple) or not event:
         raise _Bad(f"event must be a non-empty array, not {_short(event)}")
     kind = _EVENT_KINDS.get(event[0]) if type(event[0]) is int else None
