@@ -11,6 +11,7 @@ alone (but bounded in depth) so a newer writer's additions stay readable.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -148,9 +149,9 @@ def _field(spec: str, value: Any, where: str) -> None:
     elif spec == "exit_kind":
         if type(value) is not int or value not in _EXIT_KINDS:
             raise _Bad(f"unknown exit kind {_short(value)}")
-    elif spec == "number":
-        if type(value) not in (int, float):
-            raise _Bad(f"{where} must be a number, not {_short(value)}")
+    elif spec == "number":  # the RTC floors it: inf or nan would raise there
+        if not _PREDICATES["number"](value):
+            raise _Bad(f"{where} must be a finite number, not {_short(value)}")
     elif not isinstance(value, _TYPES[spec]):
         raise _Bad(f"{where} must be {spec}, not {_short(value)}")
 
@@ -180,7 +181,7 @@ _PREDICATES: dict[str, Any] = {
     "u64?": lambda v: v is None or (type(v) is int and v >= 0),
     "u64|bytes": lambda v: type(v) is bytes or (type(v) is int and v >= 0),
     "exit_kind": lambda v: type(v) is int and v in _EXIT_KINDS,
-    "number": lambda v: type(v) is int or type(v) is float,
+    "number": lambda v: type(v) is int or (type(v) is float and math.isfinite(v)),
     "bool": lambda v: type(v) is bool or type(v) is int,
     "bytes": lambda v: type(v) is bytes,
     "str": lambda v: type(v) is str,

@@ -252,6 +252,7 @@ EVENT_CASES: dict[str, Any] = {
     "serial bytes as text": [int(EventKind.SERIAL_RX), "abc"],
     "inject a map": [int(EventKind.INJECT), {"v": 1}],
     "too many fields": [int(EventKind.TIMER), 1, 2, 3],
+    "wall clock infinite": [int(EventKind.WALL), float("inf")],
 }
 
 
