@@ -408,7 +408,14 @@ def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str)
             "this trace was recorded with --irqchip kernel and replays on the KVM backend only",
             ExitStatus.USAGE,
         )
-    return make_backend(name, header["machine"]["memory"], kvm_device, irqchip)
+    memory = header["machine"]["memory"]
+    try:
+        return make_backend(name, memory, kvm_device, irqchip)
+    except OSError as e:  # a crafted header can ask for more than this host can map
+        raise RrvmmError(
+            f"cannot give the guest the {memory} bytes of RAM the trace records: {e.strerror}",
+            ExitStatus.USAGE,
+        ) from None
 
 
 def replay_trace(

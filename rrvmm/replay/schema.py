@@ -93,7 +93,8 @@ def check_header(header: dict[Any, Any]) -> None:
     if not _depth_ok(header):
         raise _Bad(f"nests deeper than {_MAX_DEPTH} levels")
     machine = _dict(header.get("machine"), "machine")
-    _int(machine.get("memory"), "machine.memory", 1 << 20, _MAX_MEMORY)
+    if _int(machine.get("memory"), "machine.memory", 1 << 20, _MAX_MEMORY) % 4096:
+        raise _Bad("machine.memory must be a multiple of 4 KiB")
     _str(machine.get("cmdline"), "machine.cmdline")
     if machine.get("irqchip", "user") not in ("user", "kernel"):
         raise _Bad(f"machine.irqchip must be user or kernel, not {_short(machine['irqchip'])}")

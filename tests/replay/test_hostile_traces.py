@@ -211,6 +211,7 @@ HEADER_CASES: dict[str, Callable[[dict], dict]] = {
     "no machine": lambda h: {k: v for k, v in h.items() if k != "machine"},
     "memory a string": lambda h: h | {"machine": h["machine"] | {"memory": "128M"}},
     "memory 2^63": lambda h: h | {"machine": h["machine"] | {"memory": 1 << 63}},
+    "memory not whole pages": lambda h: h | {"machine": h["machine"] | {"memory": (1 << 27) + 1}},
     "machine a list": lambda h: h | {"machine": [1, 2]},
     "cpuid short rows": lambda h: h | {"cpuid": [[0, 0, 0]]},
     "cpuid not a list": lambda h: h | {"cpuid": "x"},
@@ -359,6 +360,19 @@ def test_footer_disagreeing_with_replay_is_reported(
     assert code in (ExitStatus.DIVERGED, ExitStatus.BAD_TRACE), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert rss < RSS_LIMIT_KB
+
+
+def test_recorded_memory_this_host_cannot_map(base_trace: Path, tmp_path: Path) -> None:
+    """64 GiB is a valid size (what --memory accepts), but may be more than can be mapped
+    here: then one line, status 64, never an OSError traceback."""
+    big = rewrite(
+        base_trace,
+        tmp_path / "big.rrt",
+        header=lambda h: h | {"machine": h["machine"] | {"memory": 64 << 30}},
+    )
+    code, err, rss = run_measured("replay", str(big))
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert code in (0, ExitStatus.USAGE, ExitStatus.DIVERGED) and rss < RSS_LIMIT_KB, err
 
 
 def test_footer_of_the_wrong_types_is_corrupt(base_trace: Path, tmp_path: Path) -> None:
