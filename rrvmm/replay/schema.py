@@ -3,7 +3,7 @@
 A trace's checksums are xxh3, which anyone can recompute: a file that verifies may still
 have been crafted. The replayer, ``rrvmm trace dump|stats|diff|info|timeline`` and ``pack``
 index events and header fields directly, so the reader checks every value against this
-schema first (``TraceReader(..., schema=SCHEMA)``) and a bad one becomes the same one-line
+schema first (``TraceReader(..., schema=TRACE_SCHEMA)``) and a bad one becomes the same one-line
 "corrupt" error as a flipped byte, never a KeyError deep inside. Fields are those written by
 ``launch.record_guest``, ``recorder`` and ``pack``; keys this rrvmm does not know are left
 alone (but bounded in depth) so a newer writer's additions stay readable.
@@ -28,6 +28,7 @@ _MAX_TEXT = 1 << 20  # a path, a command line, a reason
 _MAX_MEMORY = 64 << 30  # what `--memory` accepts
 _EXIT_KINDS = frozenset(int(k) for k in ExitKind)
 _EVENT_KINDS = {int(k): k for k in EventKind}
+_EXIT = int(EventKind.EXIT)
 
 
 class _Bad(ValueError):
@@ -133,67 +134,49 @@ def check_header(header: dict[Any, Any]) -> None:
             _str(entry.get("name"), f"packed.symbols[{n}].name")
 
 
-def _field(spec: str, value: Any, where: str) -> None:
-    """Check one event field against its spec (see ``_EVENT_SPECS``)."""
-    if spec == "u64":
-        _int(value, where)
-    elif spec == "i64":
-        _int(value, where, -(1 << 63), (1 << 63) - 1)
-    elif spec == "u8":
-        _int(value, where, 0, 255)
-    elif spec == "u64?":
-        if value is not None:
-            _int(value, where)
-    elif spec == "u64|bytes":  # an EXIT value: the integer read or written, or string I/O
-        if not isinstance(value, bytes):
-            _int(value, where)
-    elif spec == "exit_kind":
-        if type(value) is not int or value not in _EXIT_KINDS:
-            raise _Bad(f"unknown exit kind {_short(value)}")
-    elif spec == "number":  # the RTC floors it: inf or nan would raise there
-        if not _PREDICATES["number"](value):
-            raise _Bad(f"{where} must be a finite number, not {_short(value)}")
-    elif not isinstance(value, _TYPES[spec]):
-        raise _Bad(f"{where} must be {spec}, not {_short(value)}")
-
-
-_TYPES: dict[str, type | tuple[type, ...]] = {"bool": (bool, int), "bytes": bytes, "str": str}
-
-# Each kind's fields after the kind, in EVENT_FIELDS order.
+# Each kind's fields after the kind, in EVENT_FIELDS order, as specs of _PREDICATES.
 _EVENT_SPECS: dict[EventKind, tuple[str, ...]] = {
     EventKind.EXIT: ("exit_kind", "u64", "u64", "u64|bytes", "u64"),
     EventKind.LANDING: ("u64", "u64", "u64", "u64", "bool", "u64?", "bool"),
-    EventKind.TIMER: ("i64",),
-    EventKind.CLOCK: ("i64",),
+    EventKind.TIMER: ("int",),
+    EventKind.CLOCK: ("int",),
     EventKind.WALL: ("number",),
     EventKind.SERIAL_RX: ("bytes",),
     EventKind.INJECT: ("u8",),
-    EventKind.TSC: ("i64",),
+    EventKind.TSC: ("int",),
     EventKind.IRQ_LINE: ("u8", "bool"),
     EventKind.DEVICE_INPUT: ("str", "bytes"),
     EventKind.ENTROPY: ("bytes",),
 }
 
-
-_PREDICATES: dict[str, Any] = {
-    "u64": lambda v: type(v) is int and v >= 0,  # msgpack ints stop at 2^64 - 1 anyway
-    "i64": lambda v: type(v) is int,
-    "u8": lambda v: type(v) is int and 0 <= v <= 255,
-    "u64?": lambda v: v is None or (type(v) is int and v >= 0),
-    "u64|bytes": lambda v: type(v) is bytes or (type(v) is int and v >= 0),
-    "exit_kind": lambda v: type(v) is int and v in _EXIT_KINDS,
-    "number": lambda v: type(v) is int or (type(v) is float and math.isfinite(v)),
-    "bool": lambda v: type(v) is bool or type(v) is int,
-    "bytes": lambda v: type(v) is bytes,
-    "str": lambda v: type(v) is str,
+# spec -> (test, what it wants, for messages). msgpack integers already lie in
+# -2^63 .. 2^64 - 1, so ``>= 0`` makes a u64 and any int an i64.
+_PREDICATES: dict[str, tuple[Any, str]] = {
+    "u64": (lambda v: type(v) is int and v >= 0, "an unsigned integer"),
+    "int": (lambda v: type(v) is int, "an integer"),
+    "u8": (lambda v: type(v) is int and 0 <= v <= 255, "an integer in 0..255"),
+    "u64?": (lambda v: v is None or (type(v) is int and v >= 0), "an unsigned integer or nil"),
+    "u64|bytes": (
+        lambda v: type(v) is bytes or (type(v) is int and v >= 0),
+        "an unsigned integer or bytes",
+    ),
+    "exit_kind": (lambda v: type(v) is int and v in _EXIT_KINDS, "a known exit kind"),
+    # the RTC floors it: inf or nan would raise there
+    "number": (
+        lambda v: type(v) is int or (type(v) is float and math.isfinite(v)),
+        "a finite number",
+    ),
+    "bool": (lambda v: type(v) is bool or type(v) is int, "true or false"),
+    "bytes": (lambda v: type(v) is bytes, "bytes"),
+    "str": (lambda v: type(v) is str, "a string"),
 }
-# kind value -> (fewest fields, most fields, predicates): the fast path; replay checks every
-# event it reads, one or more per VM exit, so no message is built unless one fails
+# kind value -> (fewest items, most items, tests): replay checks every event it reads, one
+# or more per VM exit, so no message is built unless a test fails
 _FAST: dict[int, tuple[int, int, tuple[Any, ...]]] = {
     int(kind): (
-        len(specs) - (1 if kind == EventKind.LANDING else 0) + 1,
+        len(specs) + 1 - (1 if kind == EventKind.LANDING else 0),  # ``halted`` only if true
         len(specs) + 1,
-        tuple(_PREDICATES[spec] for spec in specs),
+        tuple(_PREDICATES[spec][0] for spec in specs),
     )
     for kind, specs in _EVENT_SPECS.items()
 }
@@ -201,8 +184,8 @@ _FAST: dict[int, tuple[int, int, tuple[Any, ...]]] = {
 
 def check_event(event: Any) -> None:
     """ValueError unless ``event`` is a known kind with the fields of that kind."""
-    if type(event) is tuple and len(event) == 6 and event[0] == 1 and type(event[0]) is int:
-        # EXIT, inline: one per VM exit, the hot path
+    if type(event) is tuple and len(event) == 6 and event[0] == _EXIT and type(event[0]) is int:
+        # EXIT, inline (the tests of _PREDICATES): one per VM exit, the hot path
         _, kind, addr, size, value, rip = event
         if (
             type(kind) is int and kind in _EXIT_KINDS
@@ -235,7 +218,9 @@ def _check_event(event: Any) -> None:
     if not len(names) - optional <= len(event) - 1 <= len(names):
         raise _Bad(f"{kind.name} event has {len(event) - 1} fields, expected {len(names)}")
     for name, spec, value in zip(names, _EVENT_SPECS[kind], event[1:], strict=False):
-        _field(spec, value, f"{kind.name}.{name}")
+        ok, wanted = _PREDICATES[spec]
+        if not ok(value):
+            raise _Bad(f"{kind.name}.{name} must be {wanted}, not {_short(value)}")
 
 
 def check_footer(footer: dict[Any, Any]) -> None:
