@@ -147,8 +147,9 @@ def embedded_symbols(reader: TraceReader) -> list[tuple[str, bytes]]:
     """``(file name, ELF bytes)`` of every symbol file packed with the trace."""
     out = []
     for entry in reader.header.get(PACKED_KEY, {}).get("symbols", []):
-        if reader.find_blob(str(entry.get("sha256"))) is not None:
-            out.append((str(entry.get("name")), reader.blob(entry["sha256"])))
+        blob = reader.find_blob(str(entry.get("sha256")))
+        if blob is not None and blob.size <= MAX_IMAGE_BYTES:  # read whole: bounded
+            out.append((str(entry.get("name")), reader.blob(blob.sha256)))
     return out
 
 
