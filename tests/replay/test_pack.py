@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rrvmm.cli.tools import Progress, progress_for
+from rrvmm.cli.progress import Progress, progress_for
 from rrvmm.replay.container import (
     BLOB_PIECE_BYTES,
     BlobMismatch,
