@@ -158,6 +158,8 @@ class IoApic:
         if index == INDEX_ID:
             s.id = (value >> 24) & 0xF
             return
+        if index in (INDEX_VERSION, INDEX_ARBITRATION):
+            return  # read-only
         pin = (index - INDEX_REDIRECTION) >> 1
         if index < INDEX_REDIRECTION or pin >= IOAPIC_PINS:
             self._log_once(f"w{index}", f"I/O APIC write to register {index:#x} ignored")

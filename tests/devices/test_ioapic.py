@@ -52,6 +52,8 @@ def test_identification_registers(rig: Rig) -> None:
     assert rig.read(0x00) == 0x0F000000
     rig.write(0x01, 0)
     assert rig.read(0x01) == 0x00170020
+    rig.write(0x02, 0)
+    assert rig.read(0x02) == 0x0F000000  # arbitration ID: read-only, follows the ID
     rig.io.mmio_write(SEL, 1, 0x1FE)
     assert rig.io.mmio_read(SEL, 4) == 0xFE
 
@@ -173,3 +175,35 @@ def test_fuzz_and_snapshot_round_trip(warm: list[tuple], work: list[tuple]) -> N
     first = _run(rig, work)
     restore(rig.io, snap)
     assert _run(rig, work) == first
+
+
+def test_kvm_unit_tests_level_sequences(rig: Rig) -> None:
+    """x86/ioapic.c's coalesce, retrigger-with-mask and reconfigure sequences."""
+    rig.route(14, 0x8098)
+    rig.io.set_irq(14, True)
+    # handler: drop, raise, drop, EOI -> one interrupt only (coalesced)
+    rig.io.set_irq(14, False)
+    rig.io.set_irq(14, True)
+    rig.io.set_irq(14, False)
+    rig.io.eoi(0x98)
+    assert rig.vectors() == [0x98]
+
+    rig.route(14, 0x8083)
+    rig.io.set_irq(14, True)
+    rig.write(0x1C, 0x18083)  # handler masks, then EOIs
+    rig.io.eoi(0x83)
+    assert rig.vectors() == [0x83]
+    rig.write(0x1C, 0x8083)  # unmasked while still asserted: retriggers
+    assert rig.vectors() == [0x83]
+    rig.io.set_irq(14, False)
+    rig.io.eoi(0x83)
+
+    rig.route(14, 0x8084)
+    rig.io.set_irq(14, True)
+    rig.io.set_irq(14, False)
+    assert rig.read(0x1C) & 0x4000  # remote IRR stays until the EOI
+    rig.write(0x1D, 1 << 24)  # new destination, upper half only
+    assert rig.read(0x1C) & 0x4000
+    rig.io.eoi(0x84)
+    assert not rig.read(0x1C) & 0x4000
+    assert [(m.vector, m.dest) for m in rig.sent] == [(0x84, 0)]
