@@ -190,10 +190,10 @@ def test_kvm_unit_tests_level_sequences(rig: Rig) -> None:
 
     rig.route(14, 0x8083)
     rig.io.set_irq(14, True)
-    rig.write(0x1C, 0x18083)  # handler masks, then EOIs
+    rig.write(0x2C, 0x18083)  # handler masks, then EOIs
     rig.io.eoi(0x83)
     assert rig.vectors() == [0x83]
-    rig.write(0x1C, 0x8083)  # unmasked while still asserted: retriggers
+    rig.write(0x2C, 0x8083)  # unmasked while still asserted: retriggers
     assert rig.vectors() == [0x83]
     rig.io.set_irq(14, False)
     rig.io.eoi(0x83)
@@ -201,9 +201,9 @@ def test_kvm_unit_tests_level_sequences(rig: Rig) -> None:
     rig.route(14, 0x8084)
     rig.io.set_irq(14, True)
     rig.io.set_irq(14, False)
-    assert rig.read(0x1C) & 0x4000  # remote IRR stays until the EOI
-    rig.write(0x1D, 1 << 24)  # new destination, upper half only
-    assert rig.read(0x1C) & 0x4000
+    assert rig.read(0x2C) & 0x4000  # remote IRR stays until the EOI
+    rig.write(0x2D, 1 << 24)  # new destination, upper half only
+    assert rig.read(0x2C) & 0x4000
     rig.io.eoi(0x84)
-    assert not rig.read(0x1C) & 0x4000
+    assert not rig.read(0x2C) & 0x4000
     assert [(m.vector, m.dest) for m in rig.sent] == [(0x84, 0)]
