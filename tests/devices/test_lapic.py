@@ -580,3 +580,24 @@ def test_outbox_survives_snapshot(rig: Rig) -> None:
     (ipi,) = rig.apic.take_ipis()
     assert isinstance(ipi, IpiRequest) and ipi.delivery_mode == 5
     assert struct.pack("<I", rig.r(ICR)) == struct.pack("<I", 0x4500)
+
+
+@settings(max_examples=200, deadline=None)
+@given(vectors=st.sets(st.integers(16, 255), max_size=20), tpr=st.integers(0, 255))
+def test_arbitration_matches_the_priority_rule(vectors: set[int], tpr: int) -> None:
+    """Taking and EOI-ing one at a time yields every vector above TPR's class, highest
+    first; while one is in service nothing of its class or below is offered."""
+    rig = Rig()
+    rig.enable()
+    rig.w(TPR, tpr)
+    for v in vectors:
+        rig.fixed(v)
+    taken = []
+    while rig.apic.has_interrupt():
+        v = rig.apic.acknowledge()
+        taken.append(v)
+        pending = rig.apic.pending_vector()
+        assert pending is None or pending >> 4 > v >> 4
+        rig.w(EOI, 0)
+    assert taken == sorted((v for v in vectors if v >> 4 > tpr >> 4), reverse=True)
+    assert rig.r(PPR) == tpr and rig.r(ISR + 0x70) == 0
