@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
+from rrvmm import store
 from rrvmm.cli.options import (
     add_machine_args,
     demo_kernel_path,
@@ -25,7 +25,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_cmd_run)
     rec = sub.add_parser("record", help="run a guest and record it to a trace")
     add_machine_args(rec)
-    rec.add_argument("-o", "--output", help="trace file (default: a new file under traces/)")
+    rec.add_argument(
+        "-o",
+        "--output",
+        help="trace file (default: NAME-N.rrt in the trace store, see `rrvmm ls`)",
+    )
     rec.set_defaults(func=_cmd_record)
 
 
@@ -70,36 +74,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return result.status
 
 
-def _default_trace_path(kernel_name: str) -> Path:
-    stem = Path(kernel_name).stem
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path("traces") / f"{stem}-{stamp}"
-    path = base.with_suffix(".rrt")
-    n = 1
-    while path.exists():
-        n += 1
-        path = Path(f"{base}-{n}.rrt")
-    return path
+def _output_path(text: str) -> Path:
+    """``-o`` as given; its directory must exist (a typo must not create directories)."""
+    out = Path(text)
+    parent = out.parent
+    if not parent.is_dir():
+        raise RrvmmError(
+            f"cannot write {out}: directory {parent} does not exist", ExitStatus.NO_INPUT
+        )
+    if out.is_dir():
+        raise RrvmmError(f"cannot write {out}: it is a directory", ExitStatus.NO_INPUT)
+    return out
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
     from rrvmm.host.terminal import SerialHost
     from rrvmm.launch import record_guest
 
+    out = _output_path(args.output) if args.output else None
     images, config, cpu = _machine_setup(args)
-    out = Path(args.output) if args.output else _default_trace_path(images.kernel_path.name)
+    in_store = out is None
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
+        if out is None:
+            out = store.new_trace_path(images.kernel_path.name)
+    except BaseException:
         cpu.close()
-        raise RrvmmError(f"cannot create {out.parent}: {e.strerror}", ExitStatus.NO_INPUT) from None
+        raise
     try:
         result, recorder = record_guest(images, config, cpu, SerialHost(input_fd=stdin_fd()), out)
+    except BaseException:
+        if in_store and out.stat().st_size == 0:
+            out.unlink()  # the name reserved for a recording that never started
+        raise
     finally:
         cpu.close()
+    if in_store:
+        store.set_latest(out)
     _report_end(result, args.verbose)
+    named = f" ({store.trace_name(out)}: `rrvmm replay` replays it)" if in_store else ""
     print(
-        f"rrvmm: recorded {result.exits} exits ({recorder.forced_exits} forced) to {out}",
+        f"rrvmm: recorded {result.exits} exits ({recorder.forced_exits} forced) to {out}{named}",
         file=sys.stderr,
     )
     return result.status

@@ -10,8 +10,11 @@ from pathlib import Path
 
 from rrvmm.cli.progress import progress_for
 from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.store import resolve
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "TRACE_HELP"]
+
+TRACE_HELP = "trace file, or a name in the trace store (`rrvmm ls`); default: the latest"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         ("dump", "every event, one per line"),
         ("stats", "counts and sizes"),
     ):
-        a = trace_sub.add_parser(action, help=text)
-        a.add_argument("trace")
+        a = trace_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        a.add_argument("trace", nargs="?", help=TRACE_HELP)
         a.add_argument("--json", action="store_true", help="machine-readable output")
         a.set_defaults(func=_cmd_trace)
     _add_timeline_diff(trace_sub)
@@ -38,7 +41,7 @@ def _add_timeline_diff(trace_sub: argparse._SubParsersAction) -> None:
         "guest's serial lines on the trace's own time axis (the exit index), as a PNG or as "
         "Chrome/Perfetto trace-event JSON (open it in ui.perfetto.dev).",
     )
-    t.add_argument("trace")
+    t.add_argument("trace", nargs="?", help=TRACE_HELP)
     t.add_argument("-o", "--output", required=True, metavar="FILE.png|FILE.json")
     t.add_argument("--buckets", type=int, default=None, help="time buckets (default 300)")
     t.set_defaults(func=cmd_timeline)
@@ -49,8 +52,8 @@ def _add_timeline_diff(trace_sub: argparse._SubParsersAction) -> None:
         "first exit at which their inputs differ, then a summary of what differs after. "
         "Exit status: 0 no difference, 1 different.",
     )
-    d.add_argument("a", metavar="A")
-    d.add_argument("b", metavar="B")
+    d.add_argument("a", metavar="A", help="the first trace (file or name in the store)")
+    d.add_argument("b", metavar="B", help="the second trace, compared with A")
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.add_argument(
         "--ignore",
@@ -85,7 +88,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     progress = progress_for("timeline: exit")
     try:
-        with open_trace(args.trace) as reader:
+        with open_trace(resolve(args.trace)) as reader:
             if suffix == ".json":
                 with open(tmp, "w", encoding="utf-8") as f:
                     tl = write_json(reader, f, buckets=buckets, progress=progress)
@@ -134,7 +137,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     ignore = _ignored(args.ignore)
     progress = progress_for("diff: exit")
     try:
-        with open_trace(args.a) as a, open_trace(args.b) as b:
+        with open_trace(resolve(args.a)) as a, open_trace(resolve(args.b)) as b:
             result = diff_traces(a, b, ignore=ignore, progress=progress)
     except TraceError as e:
         raise _trace_error(e) from None
@@ -153,5 +156,5 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     from rrvmm.launch import open_trace
     from rrvmm.replay import inspect
 
-    with open_trace(args.trace) as reader:
+    with open_trace(resolve(args.trace)) as reader:
         return inspect.run(args.action, reader, args.json, sys.stdout)
