@@ -30,6 +30,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--json", action="store_true", help="machine-readable output")
         a.set_defaults(func=_cmd_trace)
     _add_timeline_diff(trace_sub)
+    x = trace_sub.add_parser(
+        "extract",
+        help="write out the files a packed trace carries (symbols, images)",
+        description="Give back what `rrvmm pack` stored: the symbol files (--symbols DIR)"
+        " and the kernel/initrd images (--images DIR), under their original names.",
+    )
+    x.add_argument("trace", nargs="?", help=TRACE_HELP)
+    x.add_argument("--symbols", metavar="DIR", help="write the symbol files here")
+    x.add_argument("--images", metavar="DIR", help="write the kernel and initrd images here")
+    x.set_defaults(func=cmd_extract)
 
 
 def _add_timeline_diff(trace_sub: argparse._SubParsersAction) -> None:
@@ -63,6 +73,34 @@ def _add_timeline_diff(trace_sub: argparse._SubParsersAction) -> None:
         help="do not compare the values of these event kinds (e.g. CLOCK,TIMER)",
     )
     d.set_defaults(func=cmd_diff)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from rrvmm.launch import open_trace
+    from rrvmm.replay.container import TraceError
+    from rrvmm.replay.symbol_files import extract_files
+
+    if args.symbols is None and args.images is None:
+        raise RrvmmError("trace extract: give --symbols DIR and/or --images DIR", ExitStatus.USAGE)
+    dirs = [Path(d) if d is not None else None for d in (args.symbols, args.images)]
+    for d in dirs:
+        if d is not None and not d.is_dir():
+            raise RrvmmError(f"cannot write to {d}: not a directory", ExitStatus.NO_INPUT)
+    try:
+        with open_trace(resolve(args.trace)) as reader:
+            written = extract_files(reader, dirs[0], dirs[1])
+    except TraceError as e:
+        raise _trace_error(e) from None
+    except OSError as e:
+        raise RrvmmError(f"cannot write {e.filename}: {e.strerror}", ExitStatus.NO_INPUT) from None
+    if not written:
+        raise RrvmmError(
+            "the trace carries none of these (rrvmm pack --symbols ELF stores them)",
+            ExitStatus.NO_INPUT,
+        )
+    for path in written:
+        print(path)
+    return 0
 
 
 def _trace_error(e: Exception) -> RrvmmError:

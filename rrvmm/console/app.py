@@ -35,14 +35,18 @@ __all__ = ["run_console", "load_symbols", "ConsoleCompleter", "interruptible_run
 
 
 def load_symbols(path: str | None, engine: Any = None) -> SymbolTable | None:
-    """Symbols from ``path``; without one, from the recorded kernel image if it is an ELF
-    with a symbol table and still the recorded file (same sha256). RrvmmError if ``path``
+    """Symbols from ``path``; without one, those a packed trace carries, else from the
+    recorded kernel image if it is an ELF with a symbol table and still the recorded file
+    (same sha256). RrvmmError if ``path``
     cannot be read as an ELF symbol table."""
     if path:
         try:
             return SymbolTable.from_elf(path)
         except SymbolError as e:
             raise RrvmmError(f"--symbols: {e}", ExitStatus.NO_INPUT) from None
+    packed = _trace_symbols(engine)
+    if packed is not None:
+        return packed
     try:
         kernel = engine.reader.header["images"]["kernel"]
         kpath = Path(kernel["path"])
@@ -52,6 +56,29 @@ def load_symbols(path: str | None, engine: Any = None) -> SymbolTable | None:
         return SymbolTable.from_elf(kpath)
     except Exception:  # noqa: BLE001 - no symbols is fine: the console works without them
         return None
+
+
+def _trace_symbols(engine: Any) -> SymbolTable | None:
+    """The symbols a packed trace carries, or the ELF64 the recording names (see
+    ``rrvmm.replay.symbol_files``)."""
+    import tempfile
+
+    from rrvmm.replay.symbol_files import find_symbol_file
+
+    reader = getattr(engine, "reader", None)
+    if reader is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="rrvmm-symbols-") as scratch:
+        try:
+            found = find_symbol_file(reader, Path(scratch))
+            if found is None:
+                return None
+            table = SymbolTable.from_elf(found)
+            if found.parent == Path(scratch):
+                table.source = f"{found.name} (carried by the trace)"
+            return table
+        except Exception:  # noqa: BLE001 - no symbols is fine: the console works without
+            return None
 
 
 class ConsoleCompleter(Completer):
