@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rrvmm import store
+from rrvmm.cli.live_gdb import add_gdb_arg, live_gdb_driver
 from rrvmm.cli.options import (
     add_machine_args,
     demo_kernel_path,
@@ -22,9 +23,11 @@ __all__ = ["add_parsers"]
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run a guest (no recording)")
     add_machine_args(run)
+    add_gdb_arg(run)
     run.set_defaults(func=_cmd_run)
     rec = sub.add_parser("record", help="run a guest and record it to a trace")
     add_machine_args(rec)
+    add_gdb_arg(rec)
     rec.add_argument(
         "-o",
         "--output",
@@ -65,11 +68,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from rrvmm.host.terminal import SerialHost
     from rrvmm.launch import run_guest
 
-    images, config, cpu = _machine_setup(args)
+    drive, close_gdb = live_gdb_driver(args.gdb, recording=False)
     try:
-        result = run_guest(images, config, cpu, SerialHost(input_fd=stdin_fd()))
+        images, config, cpu = _machine_setup(args)
+        try:
+            result = run_guest(images, config, cpu, SerialHost(input_fd=stdin_fd()), drive)
+        finally:
+            cpu.close()
     finally:
-        cpu.close()
+        close_gdb()
     _report_end(result, args.verbose)
     return result.status
 
@@ -88,10 +95,18 @@ def _output_path(text: str) -> Path:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
+    out = _output_path(args.output) if args.output else None
+    drive, close_gdb = live_gdb_driver(args.gdb, recording=True)
+    try:
+        return _record(args, out, drive)
+    finally:
+        close_gdb()
+
+
+def _record(args: argparse.Namespace, out: Path | None, drive) -> int:  # noqa: ANN001
     from rrvmm.host.terminal import SerialHost
     from rrvmm.launch import record_guest
 
-    out = _output_path(args.output) if args.output else None
     images, config, cpu = _machine_setup(args)
     in_store = out is None
     try:
@@ -101,7 +116,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
         cpu.close()
         raise
     try:
-        result, recorder = record_guest(images, config, cpu, SerialHost(input_fd=stdin_fd()), out)
+        serial = SerialHost(input_fd=stdin_fd())
+        result, recorder = record_guest(images, config, cpu, serial, out, drive)
     except BaseException:
         if in_store and out.stat().st_size == 0:
             out.unlink()  # the name reserved for a recording that never started
