@@ -21,11 +21,25 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="run a guest (no recording)")
+    run = sub.add_parser(
+        "run",
+        help="run a guest (no recording)",
+        description="Boot a guest kernel (multiboot ELF or Linux bzImage; default: the built-in"
+        " demo) on a CPU backend with its serial port on this terminal (Ctrl-A x quits)."
+        " The exit status is the guest's (its isa-debug-exit value), or rrvmm's own for a"
+        " crash or a stuck guest. With --gdb, gdb drives it from its first instruction.",
+    )
     add_machine_args(run)
     add_gdb_arg(run)
     run.set_defaults(func=_cmd_run)
-    rec = sub.add_parser("record", help="run a guest and record it to a trace")
+    rec = sub.add_parser(
+        "record",
+        help="run a guest and record it to a trace",
+        description="Run a guest as `rrvmm run` does and write every nondeterministic input"
+        " to a trace: by default NAME-N.rrt in the trace store ($RRVMM_TRACE_DIR, else"
+        " ~/.local/share/rrvmm/traces; `rrvmm ls` lists it, `rrvmm replay` replays the"
+        " latest), or the file -o names. The exit status is the guest's.",
+    )
     add_machine_args(rec)
     add_gdb_arg(rec)
     rec.add_argument(
