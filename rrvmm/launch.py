@@ -408,7 +408,15 @@ def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str)
     """
     recorded_on = header.get("backend", "kvm")
     irqchip = header["machine"].get("irqchip", "user")
-    name = backend or recorded_on
+    name = recorded_on if backend in (None, "auto") and recorded_on == "soft" else backend
+    name = name or recorded_on
+    if recorded_on == "soft" and name == "kvm":
+        # timer interrupts and kicks landed at instruction counts: KVM cannot stop there
+        raise RrvmmError(
+            "this trace was recorded on the software CPU and replays there only"
+            " (drop --backend kvm)",
+            ExitStatus.USAGE,
+        )
     if irqchip == "kernel" and name != "kvm":
         raise RrvmmError(
             "this trace was recorded with --irqchip kernel and replays on the KVM backend only",

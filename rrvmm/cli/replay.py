@@ -113,7 +113,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         raise RrvmmError("--symbols goes with --console or --gdb", ExitStatus.USAGE)
     if args.gdb is not None:
         return _replay_gdb(args)
-    with open_trace(args.trace) as reader:
+    from rrvmm.cli.options import stdin_fd
+    from rrvmm.host.replay_terminal import replay_terminal
+
+    with open_trace(args.trace) as reader, replay_terminal(stdin_fd(), _stdout_fd()):
         total = reader.footer.get("exits") if reader.footer else None
         interactive = sys.stdout.isatty() and sys.stderr.isatty()
         progress = _progress_printer(total) if interactive else None
@@ -220,6 +223,13 @@ def _replay_gdb(args: argparse.Namespace) -> int:
         finally:
             engine.close()
     return 0
+
+
+def _stdout_fd() -> int | None:
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _progress_printer(total: int | None):  # noqa: ANN202

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from rrvmm import store
+from rrvmm.cli.backend_choice import EMULATION_HINT, choose_backend, cpu_flags, kvm_is_emulated
 from rrvmm.cli.live_gdb import add_gdb_arg, live_gdb_driver
 from rrvmm.cli.options import (
     add_machine_args,
@@ -69,13 +70,18 @@ def _machine_setup(args: argparse.Namespace):  # noqa: ANN202
         net=args.net,
         vconsole=args.vconsole,
     )
-    cpu = make_backend(args.backend, memory, kvm_device_path(), args.irqchip)
+    backend = args.backend
+    if args.irqchip != "kernel":  # --irqchip kernel asks for KVM itself
+        backend = choose_backend(backend, images.kernel)
+    cpu = make_backend(backend, memory, kvm_device_path(), args.irqchip)
     return images, config, cpu
 
 
 def _report_end(result, verbose: bool) -> None:  # noqa: ANN001
     if result.status != 0 or verbose:
         print(f"rrvmm: {result.reason}", file=sys.stderr)
+    if "KVM internal error" in result.reason and kvm_is_emulated(cpu_flags()):
+        print(f"rrvmm: hint: {EMULATION_HINT}", file=sys.stderr)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
