@@ -63,7 +63,7 @@ def _ensure_store() -> Path:
 
 def new_trace_path(kernel_name: str) -> Path:
     """A new, reserved (created empty) ``STEM-N.rrt`` in the store: N one more than the
-    highest number of that stem so far, so names are never reused after `rrvmm rm`."""
+    highest number of that stem in the store (so names sort in recording order)."""
     d = _ensure_store()
     stem = _UNSAFE.sub("_", Path(kernel_name).stem) or "trace"
     pattern = re.compile(re.escape(stem) + r"-(\d+)" + re.escape(SUFFIX) + "$")
