@@ -40,18 +40,20 @@ def _write(directory: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def find_symbol_file(reader: TraceReader, scratch: Path) -> Path | None:
+def find_symbol_file(reader: TraceReader, scratch: Path, *, elf64: bool = True) -> Path | None:
     """The best symbol file for ``reader``'s guest (see the module docstring), or None.
 
-    Files that only exist inside the trace are written to ``scratch`` (a directory the
-    caller removes afterwards).
+    ``elf64``: only 64-bit ELFs will do (gdb); the console reads symbols from any ELF, so
+    there the recorded 32-bit multiboot image itself counts. Files that only exist inside
+    the trace are written to ``scratch`` (a directory the caller removes afterwards).
     """
+    usable = is_elf64 if elf64 else (lambda head: head[:4] == b"\x7fELF")
     for name, data in embedded_symbols(reader):
         if data.startswith(b"\x7fELF"):
             return _write(scratch, name, data)
     kernel = (reader.header.get("images") or {}).get("kernel") or {}
     kpath = Path(str(kernel.get("path", "")))
-    if is_elf64(_file_head(kpath)):
+    if usable(_file_head(kpath)):
         try:
             if hashlib.sha256(kpath.read_bytes()).hexdigest() == kernel.get("sha256"):
                 return kpath
@@ -61,7 +63,7 @@ def find_symbol_file(reader: TraceReader, scratch: Path) -> Path | None:
         data = embedded_image(reader, "kernel")
     except Exception:  # noqa: BLE001 - a damaged copy: no symbols, the replay says more
         data = None
-    if data is not None and is_elf64(data):
+    if data is not None and usable(data):
         return _write(scratch, kpath.name, data)
     beside = kpath.with_suffix(".elf")
     if kpath.suffix == ".mb" and is_elf64(_file_head(beside)):
