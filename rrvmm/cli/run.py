@@ -141,6 +141,8 @@ def _record(args: argparse.Namespace, out: Path | None, drive) -> int:  # noqa: 
     except BaseException:
         if in_store and out.stat().st_size == 0:
             out.unlink()  # the name reserved for a recording that never started
+        elif in_store:
+            store.set_latest(out)  # a cut recording still replays up to the cut
         raise
     finally:
         cpu.close()
