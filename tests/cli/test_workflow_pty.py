@@ -113,15 +113,18 @@ def _address(g: Gdb, symbol: str) -> int:
     return int(m.group(0), 16)
 
 
-@pytest.mark.parametrize("verb", ["run", "record"])
+@pytest.mark.parametrize(
+    ("verb", "backend"),
+    [("run", "soft"), ("record", "soft"), pytest.param("record", "kvm", marks=pytest.mark.kvm)],
+)
 def test_run_gdb_live_from_the_first_instruction(
-    verb: str, tmp_path: Path, guest_dir: Path
+    verb: str, backend: str, tmp_path: Path, guest_dir: Path
 ) -> None:
     port = free_port()
     trace = tmp_path / "live.rrt"
     extra = ["-o", str(trace)] if verb == "record" else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rrvmm", verb, "--backend", "soft", "--kernel",
+        [sys.executable, "-m", "rrvmm", verb, "--backend", backend, "--kernel",
          str(guest_dir / "hello.mb"), "--append", "exit=3", f"--gdb=:{port}", *extra],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
