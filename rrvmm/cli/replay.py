@@ -110,7 +110,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
         return replay_with_gdb(args, _replay_engine)
     if args.symbols is not None:
-        raise RrvmmError("--symbols goes with --console or --gdb", ExitStatus.USAGE)
+        raise RrvmmError(
+            "--symbols goes with --console or --gdb (the gdb rrvmm starts, without an address)",
+            ExitStatus.USAGE,
+        )
     if args.gdb is not None:
         return _replay_gdb(args)
     from rrvmm.cli.options import stdin_fd

@@ -563,4 +563,7 @@ class GdbCommands:
         return Response([OK], close=True)
 
     def kill(self) -> Response:
+        kill = getattr(self.target, "kill", None)  # a live guest ends; a replay just closes
+        if kill is not None:
+            kill()
         return Response(close=True)

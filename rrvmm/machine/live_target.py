@@ -7,7 +7,8 @@ are the CPU's debug breakpoints and single steps its trap flag, which stop the v
 a VM exit the machine or the trace would see. There is no going back (that needs the
 recording: ``can_reverse`` is False and the stub says so) and no watchpoints. Registers and
 memory may be changed, except while recording: a change the trace does not hold would make
-the recording diverge on replay.
+the recording diverge on replay. gdb's ``kill`` ends the run (status 130); detaching lets
+the guest run on to its end.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from rrvmm.cpu.backend import GPR_NAMES, ExitKind, VcpuExit
 from rrvmm.cpu.mmu import PageFault, read_virtual, translate
+from rrvmm.errors import ExitStatus
 from rrvmm.machine.pc import Machine, MachineStop, RunResult
 from rrvmm.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
 
@@ -148,6 +150,11 @@ class LiveTarget:
         m.stats["exits"] = m.exit_index
         result.stats = dict(m.stats)
         return result
+
+    def kill(self) -> None:
+        """gdb's ``kill``: the run ends here (as QEMU quits), not running on."""
+        if self.result is None:
+            self.result = RunResult(ExitStatus.INTERRUPTED, "killed from gdb")
 
     def interrupt(self) -> None:
         self._interrupt.set()

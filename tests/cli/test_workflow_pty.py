@@ -227,3 +227,24 @@ def test_replay_leaves_no_terminal_answers_at_the_prompt(tmp_path: Path, guest_d
     child.expect(pexpect.EOF)
     assert "5;5R" not in seen  # not echoed
     assert result == repr("\n")  # nor left for the shell
+
+
+def test_kill_from_gdb_ends_a_live_run(guest_dir: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rrvmm", "run", "--backend", "soft", "--kernel",
+         str(guest_dir / "hello.mb"), f"--gdb=:{port}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    proc.stderr.readline()
+    g = Gdb(guest_dir / "hello.elf")
+    try:
+        g.cmd(f"target remote 127.0.0.1:{port}")
+        g.run("-exec-step-instruction")
+        g.cmd("kill")
+    finally:
+        g.mi.exit()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and b"killed from gdb" in err
+    assert b"hello, world" not in out  # it did not run on
