@@ -18,7 +18,14 @@ TRACE_HELP = "trace file, or a name in the trace store (`rrvmm ls`); default: th
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    tr = sub.add_parser("trace", help="inspect, draw or compare traces")
+    tr = sub.add_parser(
+        "trace",
+        help="inspect, draw or compare traces",
+        description="Look at traces without replaying them: what one holds (info), its events"
+        " (dump), counts and sizes (stats), a picture (timeline), where two differ (diff),"
+        " the files a packed one carries (extract). TRACE is a file or a name in the trace"
+        " store; without one, the latest recording.",
+    )
     trace_sub = tr.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (
         ("info", "what a trace holds: header, images, end, packed or not"),

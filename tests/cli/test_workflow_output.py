@@ -21,7 +21,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {"RRVMM_TRACE_DIR": str(tmp_path / "store")}
 
 
-@pytest.mark.parametrize("verb", ["run", "record", "replay", "ls", "rm"])
+@pytest.mark.parametrize("verb", ["run", "record", "replay", "trace", "pack", "ls", "rm"])
 def test_every_verb_describes_itself(verb: str) -> None:
     short = rrvmm(verb, "--help").out
     usage, _, rest = short.partition("\n\n")
