@@ -408,8 +408,8 @@ def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str)
     """
     recorded_on = header.get("backend", "kvm")
     irqchip = header["machine"].get("irqchip", "user")
-    name = recorded_on if backend in (None, "auto") and recorded_on == "soft" else backend
-    name = name or recorded_on
+    # auto: KVM where usable, unless the trace is a software-CPU one (it replays there only)
+    name = "soft" if backend == "auto" and recorded_on == "soft" else backend or recorded_on
     if recorded_on == "soft" and name == "kvm":
         # timer interrupts and kicks landed at instruction counts: KVM cannot stop there
         raise RrvmmError(
