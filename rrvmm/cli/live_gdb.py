@@ -20,6 +20,7 @@ from rrvmm.target import Target
 __all__ = ["add_gdb_arg", "live_gdb_driver"]
 
 DEFAULT_LIVE_GDB = ":1234"
+_POLL_S = 0.25
 
 
 def add_gdb_arg(p: argparse.ArgumentParser) -> None:
@@ -66,7 +67,12 @@ def live_gdb_driver(
             file=sys.stderr,
             flush=True,
         )
-        server.serve_one()
+        while not server.serve_one(timeout=_POLL_S):  # Ctrl-A x still quits meanwhile
+            if machine.seam.stop_requested():
+                target.result = RunResult(
+                    ExitStatus.INTERRUPTED, "stopped by the user (Ctrl-A x) before gdb came"
+                )
+                return target.finish()
         if target.result is None:
             print("rrvmm: gdb left; the guest runs on", file=sys.stderr, flush=True)
             return target.run_to_end()

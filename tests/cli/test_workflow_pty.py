@@ -248,3 +248,18 @@ def test_kill_from_gdb_ends_a_live_run(guest_dir: Path) -> None:
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and b"killed from gdb" in err
     assert b"hello, world" not in out  # it did not run on
+
+
+def test_ctrl_a_x_quits_while_waiting_for_gdb(guest_dir: Path) -> None:
+    port = free_port()
+    child = pexpect.spawn(
+        sys.executable, ["-m", "rrvmm", "run", "--backend", "soft", "--kernel",
+                         str(guest_dir / "hello.mb"), f"--gdb=:{port}"],
+        timeout=30, encoding="utf-8",
+    )  # fmt: skip
+    child.expect("first instruction")
+    child.send("\x01x")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert "before gdb came" in child.before
