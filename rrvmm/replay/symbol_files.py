@@ -5,7 +5,11 @@ trace debugs with names after its originals are gone; then the recorded kernel i
 is a 64-bit ELF that still matches its sha256 (or the copy a packed trace carries); then, for
 a 32-bit multiboot image ``NAME.mb``, ``NAME.elf`` beside it (the ELF64 that guests/ builds
 it from, which gdb needs: it cannot debug a 64-bit guest with a 32-bit file). A Linux
-bzImage has no symbols: pass ``--symbols vmlinux`` (or pack it).
+bzImage has no symbols; for gdb, the ``vmlinux`` of the same build is taken when it lies
+where builds put it (``vmlinux-VERSION`` beside ``vmlinuz-VERSION``, as distributions and
+scripts/get-linux-guest.py do; ``vmlinux`` at the top of the tree of ``arch/x86/boot/
+bzImage``) and holds the bzImage's own version string (release and build: "#1 SMP ... (date)").
+Otherwise: ``--symbols vmlinux``, or pack it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 from rrvmm.replay.container import TraceReader
 from rrvmm.replay.pack import PACKED_KEY, embedded_image, embedded_symbols
 
-__all__ = ["is_elf64", "find_symbol_file", "extract_files"]
+__all__ = ["is_elf64", "find_symbol_file", "extract_files", "vmlinux_for"]
 
 _ELF64 = b"\x7fELF\x02"
 
@@ -68,6 +72,51 @@ def find_symbol_file(reader: TraceReader, scratch: Path, *, elf64: bool = True) 
     beside = kpath.with_suffix(".elf")
     if kpath.suffix == ".mb" and is_elf64(_file_head(beside)):
         return beside
+    if elf64:
+        return vmlinux_for(kpath)
+    return None
+
+
+def _bzimage_version(path: Path) -> tuple[bytes, bytes] | None:
+    """(release, build) from a bzImage's setup header ``kernel_version`` string, e.g.
+    (b"6.1.0-57-cloud-amd64", b"#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-3 (2026-11-26)")."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(0x8000)
+    except OSError:
+        return None
+    if head[0x202:0x206] != b"HdrS" or len(head) < 0x210:
+        return None
+    at = int.from_bytes(head[0x20E:0x210], "little") + 0x200
+    text = head[at : at + 256].split(b"\0")[0]
+    release, _, rest = text.partition(b" ")
+    build = rest.partition(b") ")[2] if b") " in rest else rest
+    return (release, build) if release and build else None
+
+
+def vmlinux_for(kpath: Path) -> Path | None:
+    """The vmlinux of bzImage ``kpath``'s own build where builds put it (see the module
+    docstring), checked by its version string; None if there is none."""
+    import mmap
+
+    version = _bzimage_version(kpath)
+    if version is None:
+        return None
+    release, build = version
+    candidates = []
+    if kpath.name.startswith("vmlinuz-"):
+        candidates.append(kpath.with_name("vmlinux-" + kpath.name[len("vmlinuz-") :]))
+    if kpath.parts[-4:-1] == ("arch", "x86", "boot"):
+        candidates.append(kpath.parents[3] / "vmlinux")
+    for candidate in candidates:
+        if not is_elf64(_file_head(candidate)):
+            continue
+        try:
+            with candidate.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                if m.find(b"Linux version " + release + b" (") >= 0 and m.find(build) >= 0:
+                    return candidate
+        except (OSError, ValueError):
+            continue
     return None
 
 
