@@ -128,3 +128,15 @@ def test_linux_on_an_emulating_kvm_gets_the_software_cpu(capsys: pytest.CaptureF
     assert choose_backend("auto", _bzimage(), VMX_FLAGS) == "auto"
     assert choose_backend("auto", b"\x7fELF" + bytes(0x300), PVM_FLAGS) == "auto"  # not Linux
     assert capsys.readouterr().err == ""
+
+
+def test_trace_extract_needs_a_packed_trace_and_a_directory(tmp_path: Path, guest) -> None:  # noqa: ANN001
+    trace = tmp_path / "t.rrt"
+    assert rrvmm("record", "--backend", "soft", "--kernel", str(guest("hello")),
+                 "-o", str(trace)).status == 0  # fmt: skip
+    r = rrvmm("trace", "extract", str(trace))
+    assert r.status == 64 and "--symbols DIR" in r.err
+    r = rrvmm("trace", "extract", str(trace), "--symbols", str(tmp_path / "nope"))
+    assert r.status == 66 and "not a directory" in r.err
+    r = rrvmm("trace", "extract", str(trace), "--symbols", str(tmp_path))
+    assert r.status == 66 and "carries none" in r.err and len(r.err.strip().splitlines()) == 1
