@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 
+Drive = Callable[[Machine], RunResult]  # runs a booted machine to its end (e.g. under gdb)
+
+
 @dataclass
 class GuestImages:
     kernel_path: Path
@@ -194,8 +197,10 @@ def run_guest(
     config: MachineConfig,
     cpu: CpuBackend,
     serial: SerialHost,
+    drive: Drive | None = None,
 ) -> RunResult:
-    """Run live, no recording."""
+    """Run live, no recording; ``drive`` runs the booted machine instead of ``Machine.run``
+    (`run --gdb`)."""
     cpu.set_cpuid(_guest_cpuid(cpu))
     hosts, ports = _virtio_hosts(config, live=True)
     seam = _live_seam(serial, cpu, ports)
@@ -204,7 +209,7 @@ def run_guest(
     seam.attach(cpu)
     try:
         with serial.terminal():
-            return machine.run()
+            return drive(machine) if drive is not None else machine.run()
     finally:
         seam.detach()
         _close_hosts(hosts, ports)
@@ -216,6 +221,7 @@ def record_guest(
     cpu: CpuBackend,
     serial: SerialHost,
     trace_path: Path,
+    drive: Drive | None = None,
 ) -> tuple[RunResult, Recorder]:
     """Run live and write every input to ``trace_path``."""
     cpuid = _guest_cpuid(cpu)
@@ -246,7 +252,7 @@ def record_guest(
         live.attach(cpu)
         try:
             with serial.terminal():
-                result = machine.run()
+                result = drive(machine) if drive is not None else machine.run()
         finally:
             live.detach()
             _close_hosts(hosts, ports)
@@ -257,6 +263,7 @@ def record_guest(
                 "exits": result.exits,
                 "forced_exits": recorder.forced_exits,
                 "serial_sha256": hashlib.sha256(serial.transcript).hexdigest(),
+                "guest_ns": live.clock_ns(),  # guest time at the end (`rrvmm ls`)
             }
         )
     return result, recorder
@@ -401,7 +408,15 @@ def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str)
     """
     recorded_on = header.get("backend", "kvm")
     irqchip = header["machine"].get("irqchip", "user")
-    name = backend or recorded_on
+    # auto: KVM where usable, unless the trace is a software-CPU one (it replays there only)
+    name = "soft" if backend == "auto" and recorded_on == "soft" else backend or recorded_on
+    if recorded_on == "soft" and name == "kvm":
+        # timer interrupts and kicks landed at instruction counts: KVM cannot stop there
+        raise RrvmmError(
+            "this trace was recorded on the software CPU and replays there only"
+            " (drop --backend kvm)",
+            ExitStatus.USAGE,
+        )
     if irqchip == "kernel" and name != "kvm":
         raise RrvmmError(
             "this trace was recorded with --irqchip kernel and replays on the KVM backend only",

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from rrvmm import __version__
-from rrvmm.cli import pack, replay, run, trace
+from rrvmm.cli import pack, replay, run, store, trace
 from rrvmm.cli.options import parse_memory
 from rrvmm.cpu.backend import BackendError
 from rrvmm.errors import ExitStatus, RrvmmError
@@ -32,7 +32,27 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_parser(sub)
     trace.add_parser(sub)
     pack.add_parser(sub)
+    store.add_parsers(sub)
+    _verbose_after_verbs(parser)
     return parser
+
+
+def _verbose_after_verbs(parser: argparse.ArgumentParser) -> None:
+    """``-v`` after the verb too (``rrvmm run -v``), not only before it; a verb's own
+    default must not undo ``rrvmm -v run``, hence SUPPRESS."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for verb in set(action.choices.values()):
+            if not any("--verbose" in a.option_strings for a in verb._actions):
+                verb.add_argument(
+                    "-v",
+                    "--verbose",
+                    action="store_true",
+                    default=argparse.SUPPRESS,
+                    help="log device details (as rrvmm -v)",
+                )
+            _verbose_after_verbs(verb)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

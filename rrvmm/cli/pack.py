@@ -7,6 +7,7 @@ import json
 import sys
 
 from rrvmm.cli.progress import progress_for
+from rrvmm.store import resolve
 
 __all__ = ["add_parser"]
 
@@ -18,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Write a copy of TRACE that carries every image it was recorded with "
         "(stored once by sha256, compressed), so it replays without the original files.",
     )
-    p.add_argument("trace")
+    p.add_argument(
+        "trace", nargs="?", help="trace file, or a name in the trace store; default: the latest"
+    )
     p.add_argument("-o", "--output", help="packed trace (default: TRACE with .packed.rrt)")
     p.add_argument(
         "--symbols",
@@ -42,6 +45,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
         for k, v in (("kernel", args.kernel), ("initrd", args.initrd), ("disk", args.disk))
         if v
     }
+    args.trace = str(resolve(args.trace))
     progress = progress_for("packing", unit="bytes")
     try:
         result = pack_trace(

@@ -9,17 +9,31 @@ from typing import TYPE_CHECKING
 
 from rrvmm.cli.options import kvm_device_path
 from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.store import resolve
 
 if TYPE_CHECKING:
     from rrvmm.replay.container import TraceReader
     from rrvmm.replay.engine import ReplayEngine
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "LAUNCH_GDB"]
+
+LAUNCH_GDB = "launch"  # `--gdb` without an address: start gdb here
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    rep = sub.add_parser("replay", help="replay a trace and check it exit by exit")
-    rep.add_argument("trace")
+    rep = sub.add_parser(
+        "replay",
+        help="replay a trace and check it exit by exit",
+        description="Re-execute a recording on the CPU and check every VM exit against it;"
+        " the guest's serial output is printed again. With --gdb, start gdb on the replay"
+        " (forwards and backwards); with --console, the replay console. Exit status 0 when"
+        " everything matched, 72 on a divergence, 73 for a damaged or cut trace.",
+    )
+    rep.add_argument(
+        "trace",
+        nargs="?",
+        help="trace file, or a name in the trace store (`rrvmm ls`); default: the latest recording",
+    )
     rep.add_argument("--kernel", help="the kernel image, if not at the recorded path")
     rep.add_argument("--initrd", help="the initrd image, if not at the recorded path")
     rep.add_argument("--disk", help="the disk image, if not at the recorded path")
@@ -38,9 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     rep.add_argument(
         "--gdb",
+        nargs="?",
+        const=LAUNCH_GDB,
         metavar="[HOST:]PORT",
-        help="serve the replay to gdb (remote protocol) instead of running it; :1234 listens"
-        " on 127.0.0.1",
+        help="debug the replay with gdb instead of running it: alone, start gdb here attached"
+        " to it (with the kernel's symbols); with [HOST:]PORT (:1234 = 127.0.0.1:1234), only"
+        " serve it for a gdb started elsewhere",
     )
     rep.add_argument(
         "--checkpoint-every",
@@ -59,13 +76,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rep.add_argument(
         "--symbols",
         metavar="ELF",
-        help="with --console: the guest's symbols (default: the recorded kernel, if an ELF)",
+        help="with --console or --gdb: the guest's symbols (default: the symbols the packed"
+        " trace carries, else the recorded kernel if it is an ELF)",
     )
     rep.set_defaults(func=_cmd_replay)
 
 
+def _is_listen_address(text: str) -> bool:
+    return text.isdigit() or ":" in text or text.startswith("[")
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from rrvmm.launch import open_trace, replay_trace
+
+    if args.gdb not in (None, LAUNCH_GDB) and args.trace is None:
+        if not _is_listen_address(args.gdb):  # `replay --gdb NAME`: NAME is the trace
+            args.trace, args.gdb = args.gdb, LAUNCH_GDB
+    args.trace = str(resolve(args.trace))
 
     if args.irqchip is not None:
         with open_trace(args.trace) as reader:
@@ -78,11 +105,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             )
     if args.console:
         return _replay_console(args)
+    if args.gdb == LAUNCH_GDB:
+        from rrvmm.cli.gdb_launcher import replay_with_gdb
+
+        return replay_with_gdb(args, _replay_engine)
     if args.symbols is not None:
-        raise RrvmmError("--symbols goes with --console", ExitStatus.USAGE)
+        raise RrvmmError(
+            "--symbols goes with --console or --gdb (the gdb rrvmm starts, without an address)",
+            ExitStatus.USAGE,
+        )
     if args.gdb is not None:
         return _replay_gdb(args)
-    with open_trace(args.trace) as reader:
+    from rrvmm.cli.options import stdin_fd
+    from rrvmm.host.replay_terminal import replay_terminal
+
+    with open_trace(args.trace) as reader, replay_terminal(stdin_fd(), _stdout_fd()):
         total = reader.footer.get("exits") if reader.footer else None
         interactive = sys.stdout.isatty() and sys.stderr.isatty()
         progress = _progress_printer(total) if interactive else None
@@ -189,6 +226,13 @@ def _replay_gdb(args: argparse.Namespace) -> int:
         finally:
             engine.close()
     return 0
+
+
+def _stdout_fd() -> int | None:
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _progress_printer(total: int | None):  # noqa: ANN202

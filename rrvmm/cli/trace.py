@@ -10,23 +10,43 @@ from pathlib import Path
 
 from rrvmm.cli.progress import progress_for
 from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.store import resolve
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "TRACE_HELP"]
+
+TRACE_HELP = "trace file, or a name in the trace store (`rrvmm ls`); default: the latest"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    tr = sub.add_parser("trace", help="inspect, draw or compare traces")
+    tr = sub.add_parser(
+        "trace",
+        help="inspect, draw or compare traces",
+        description="Look at traces without replaying them: what one holds (info), its events"
+        " (dump), counts and sizes (stats), a picture (timeline), where two differ (diff),"
+        " the files a packed one carries (extract). TRACE is a file or a name in the trace"
+        " store; without one, the latest recording.",
+    )
     trace_sub = tr.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (
         ("info", "what a trace holds: header, images, end, packed or not"),
         ("dump", "every event, one per line"),
         ("stats", "counts and sizes"),
     ):
-        a = trace_sub.add_parser(action, help=text)
-        a.add_argument("trace")
+        a = trace_sub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        a.add_argument("trace", nargs="?", help=TRACE_HELP)
         a.add_argument("--json", action="store_true", help="machine-readable output")
         a.set_defaults(func=_cmd_trace)
     _add_timeline_diff(trace_sub)
+    x = trace_sub.add_parser(
+        "extract",
+        help="write out the files a packed trace carries (symbols, images)",
+        description="Give back what `rrvmm pack` stored: the symbol files (--symbols DIR)"
+        " and the kernel/initrd images (--images DIR), under their original names.",
+    )
+    x.add_argument("trace", nargs="?", help=TRACE_HELP)
+    x.add_argument("--symbols", metavar="DIR", help="write the symbol files here")
+    x.add_argument("--images", metavar="DIR", help="write the kernel and initrd images here")
+    x.set_defaults(func=cmd_extract)
 
 
 def _add_timeline_diff(trace_sub: argparse._SubParsersAction) -> None:
@@ -38,7 +58,7 @@ def _add_timeline_diff(trace_sub: argparse._SubParsersAction) -> None:
         "guest's serial lines on the trace's own time axis (the exit index), as a PNG or as "
         "Chrome/Perfetto trace-event JSON (open it in ui.perfetto.dev).",
     )
-    t.add_argument("trace")
+    t.add_argument("trace", nargs="?", help=TRACE_HELP)
     t.add_argument("-o", "--output", required=True, metavar="FILE.png|FILE.json")
     t.add_argument("--buckets", type=int, default=None, help="time buckets (default 300)")
     t.set_defaults(func=cmd_timeline)
@@ -49,8 +69,8 @@ def _add_timeline_diff(trace_sub: argparse._SubParsersAction) -> None:
         "first exit at which their inputs differ, then a summary of what differs after. "
         "Exit status: 0 no difference, 1 different.",
     )
-    d.add_argument("a", metavar="A")
-    d.add_argument("b", metavar="B")
+    d.add_argument("a", metavar="A", help="the first trace (file or name in the store)")
+    d.add_argument("b", metavar="B", help="the second trace, compared with A")
     d.add_argument("--json", action="store_true", help="machine-readable output")
     d.add_argument(
         "--ignore",
@@ -60,6 +80,34 @@ def _add_timeline_diff(trace_sub: argparse._SubParsersAction) -> None:
         help="do not compare the values of these event kinds (e.g. CLOCK,TIMER)",
     )
     d.set_defaults(func=cmd_diff)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from rrvmm.launch import open_trace
+    from rrvmm.replay.container import TraceError
+    from rrvmm.replay.symbol_files import extract_files
+
+    if args.symbols is None and args.images is None:
+        raise RrvmmError("trace extract: give --symbols DIR and/or --images DIR", ExitStatus.USAGE)
+    dirs = [Path(d) if d is not None else None for d in (args.symbols, args.images)]
+    for d in dirs:
+        if d is not None and not d.is_dir():
+            raise RrvmmError(f"cannot write to {d}: not a directory", ExitStatus.NO_INPUT)
+    try:
+        with open_trace(resolve(args.trace)) as reader:
+            written = extract_files(reader, dirs[0], dirs[1])
+    except TraceError as e:
+        raise _trace_error(e) from None
+    except OSError as e:
+        raise RrvmmError(f"cannot write {e.filename}: {e.strerror}", ExitStatus.NO_INPUT) from None
+    if not written:
+        raise RrvmmError(
+            "the trace carries none of these (rrvmm pack --symbols ELF stores them)",
+            ExitStatus.NO_INPUT,
+        )
+    for path in written:
+        print(path)
+    return 0
 
 
 def _trace_error(e: Exception) -> RrvmmError:
@@ -85,7 +133,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     progress = progress_for("timeline: exit")
     try:
-        with open_trace(args.trace) as reader:
+        with open_trace(resolve(args.trace)) as reader:
             if suffix == ".json":
                 with open(tmp, "w", encoding="utf-8") as f:
                     tl = write_json(reader, f, buckets=buckets, progress=progress)
@@ -134,7 +182,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     ignore = _ignored(args.ignore)
     progress = progress_for("diff: exit")
     try:
-        with open_trace(args.a) as a, open_trace(args.b) as b:
+        with open_trace(resolve(args.a)) as a, open_trace(resolve(args.b)) as b:
             result = diff_traces(a, b, ignore=ignore, progress=progress)
     except TraceError as e:
         raise _trace_error(e) from None
@@ -153,5 +201,5 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     from rrvmm.launch import open_trace
     from rrvmm.replay import inspect
 
-    with open_trace(args.trace) as reader:
+    with open_trace(resolve(args.trace)) as reader:
         return inspect.run(args.action, reader, args.json, sys.stdout)

@@ -12,7 +12,6 @@ transcripts work (``rrvmm replay T --console < commands.txt``).
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -35,23 +34,39 @@ __all__ = ["run_console", "load_symbols", "ConsoleCompleter", "interruptible_run
 
 
 def load_symbols(path: str | None, engine: Any = None) -> SymbolTable | None:
-    """Symbols from ``path``; without one, from the recorded kernel image if it is an ELF
-    with a symbol table and still the recorded file (same sha256). RrvmmError if ``path``
-    cannot be read as an ELF symbol table."""
+    """Symbols from ``path``; without one, those a packed trace carries, else the recorded
+    kernel image's if it is an ELF with a symbol table and still the recorded file (same
+    sha256), or its copy in a packed trace. RrvmmError if ``path`` cannot be read as an
+    ELF symbol table."""
     if path:
         try:
             return SymbolTable.from_elf(path)
         except SymbolError as e:
             raise RrvmmError(f"--symbols: {e}", ExitStatus.NO_INPUT) from None
-    try:
-        kernel = engine.reader.header["images"]["kernel"]
-        kpath = Path(kernel["path"])
-        data = kpath.read_bytes()
-        if not data.startswith(b"\x7fELF") or hashlib.sha256(data).hexdigest() != kernel["sha256"]:
-            return None
-        return SymbolTable.from_elf(kpath)
-    except Exception:  # noqa: BLE001 - no symbols is fine: the console works without them
+    return _trace_symbols(engine)
+
+
+def _trace_symbols(engine: Any) -> SymbolTable | None:
+    """The symbols a packed trace carries, or the kernel ELF the recording names (see
+    ``rrvmm.replay.symbol_files``); None if there are none."""
+    import tempfile
+
+    from rrvmm.replay.symbol_files import find_symbol_file
+
+    reader = getattr(engine, "reader", None)
+    if reader is None:
         return None
+    with tempfile.TemporaryDirectory(prefix="rrvmm-symbols-") as scratch:
+        try:
+            found = find_symbol_file(reader, Path(scratch), elf64=False)
+            if found is None:
+                return None
+            table = SymbolTable.from_elf(found)
+            if found.parent == Path(scratch):
+                table.source = f"{found.name} (carried by the trace)"
+            return table
+        except Exception:  # noqa: BLE001 - no symbols is fine: the console works without
+            return None
 
 
 class ConsoleCompleter(Completer):

@@ -22,6 +22,19 @@ HELP = """monitor commands:
   help              this text"""
 
 
+# gdb inserts breakpoints (Z packets) when it resumes and removes them when it stops,
+# unless told to keep them in; the stub only knows what is inserted.
+_NONE = (
+    "none inserted (gdb inserts breakpoints only while the guest runs; with `set breakpoint"
+    " always-inserted on`, as `rrvmm replay --gdb` sets, they are listed here)"
+)
+# gdb caches registers between stops and cannot be told from here that they changed.
+_GOTO_NOTE = (
+    "(gdb: `maintenance flush register-cache` shows the new registers; `rrvmm replay --gdb`"
+    " defines `goto N`, which does both)"
+)
+
+
 def list_exits(engine: ReplayEngine, start: int, count: int) -> list[dict[str, object]]:
     """Recorded exits [start, start+count) as dicts: index, kind, addr, size, value, rip."""
     out: list[dict[str, object]] = []
@@ -71,7 +84,7 @@ def _run(engine: ReplayEngine, command: str) -> str:
                 f"checkpoints: {len(engine.checkpoints)} (every {engine.every} exits),"
                 f" {mem / 1024:.0f} KiB of pages beyond the base image"
                 f" ({len(engine._base) * 4} KiB)",
-                f"breakpoints: {', '.join(hex(b) for b in sorted(engine.breakpoints)) or 'none'}",
+                f"breakpoints: {', '.join(hex(b) for b in sorted(engine.breakpoints)) or _NONE}",
                 "watchpoints: "
                 + (", ".join(f"{w.kind.value} {w.address:#x}+{w.length}" for w in engine.watches)
                    or "none"),
@@ -88,7 +101,7 @@ def _run(engine: ReplayEngine, command: str) -> str:
             if len(args) != 1:
                 raise TargetError("usage: monitor goto EXIT")
             engine.goto_exit(int(args[0], 0))
-            return f"at exit {engine.position().exit_index}"
+            return f"at exit {engine.position().exit_index}\n{_GOTO_NOTE}"
         if cmd == "checkpoint":
             cp = engine.take_checkpoint()
             return f"checkpoint at exit {cp.exit_index} ({cp.memory_bytes // 1024} KiB)"

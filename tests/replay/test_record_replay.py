@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -84,15 +85,19 @@ def test_uart_guest_with_typed_lines(machine: list[str], tmp_path: Path, guest) 
     assert rep.out == rec.out
 
 
-def test_demo_is_the_default_and_records_under_traces(backend: str, tmp_path: Path) -> None:
+REPO = Path(__file__).resolve().parents[2]  # run from tmp_path: this checkout's rrvmm
+
+
+def test_demo_is_the_default_and_records_into_the_store(backend: str, tmp_path: Path) -> None:
+    store = tmp_path / "store"
     rec = subprocess.run(
         [sys.executable, "-m", "rrvmm", "record", "--backend", backend],
         cwd=tmp_path, input=b"hi\n", capture_output=True, timeout=60,
+        env={**os.environ, "RRVMM_TRACE_DIR": str(store), "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert rec.returncode == 0, rec.stderr
-    m = re.search(rb"to (traces/demo-\S+\.rrt)", rec.stderr)
-    assert m, rec.stderr
-    rep = rrvmm("replay", str(tmp_path / m.group(1).decode()), stdin=None)
+    assert f"to {store}/demo-0.rrt (demo-0:".encode() in rec.stderr
+    rep = rrvmm("replay", stdin=None, env={"RRVMM_TRACE_DIR": str(store)})  # the latest
     assert rep.status == 0, rep.err
     assert rep.out.encode() == rec.stdout
 
