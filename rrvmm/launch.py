@@ -257,6 +257,7 @@ def record_guest(
                 "exits": result.exits,
                 "forced_exits": recorder.forced_exits,
                 "serial_sha256": hashlib.sha256(serial.transcript).hexdigest(),
+                "guest_ns": live.clock_ns(),  # for the timeline's guest-time axis
             }
         )
     return result, recorder
