@@ -124,7 +124,9 @@ def add_trace_actions(trace_sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("trace")
     t.add_argument("-o", "--output", required=True, metavar="FILE.png|FILE.json")
-    t.add_argument("--buckets", type=int, default=None, help="time buckets (default: 300, fewer for a short trace)")
+    t.add_argument(
+        "--buckets", type=int, default=None, help="time buckets (default 300; fewer if short)"
+    )
     t.set_defaults(func=cmd_timeline)
     d = trace_sub.add_parser(
         "diff",
