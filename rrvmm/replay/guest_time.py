@@ -40,19 +40,27 @@ _LANDING = int(EventKind.LANDING)
 _TSC = int(EventKind.TSC)
 _LANDING_INSNS = 6  # position of the instruction count in a LANDING event
 _MAX_KNOTS = 1 << 20  # beyond this, every other knot is dropped (memory stays bounded)
+_MAX_HALTS = 100_000  # halts kept for drawing
 
 
 class GuestTimeMap:
     """A piecewise-linear, non-decreasing map from exit index to guest nanoseconds."""
 
     def __init__(
-        self, exits: array, ns: array, last_exit: int, known: bool, anchored: int = 0
+        self,
+        exits: array,
+        ns: array,
+        last_exit: int,
+        known: bool,
+        anchored: int = 0,
+        halts: list[tuple[int, int]] | None = None,
     ) -> None:
         self.exits = exits  # knots: exit indices, non-decreasing
         self.ns = ns  # knots: guest ns, non-decreasing
         self.last_exit = last_exit
         self.known = known
         self.anchored = anchored  # exits whose time the trace gives exactly
+        self.halts = halts or []  # (start ns, end ns) the guest spent halted (soft backend)
 
     @property
     def end_ns(self) -> int:
@@ -156,7 +164,17 @@ class _Builder:
             prev = t
         ends = {last_exit} if end_ns is not None else set()
         anchored = len({e for e, _ in self.base} | ends)
-        return GuestTimeMap(xs, ys, last_exit, known, anchored)
+        halts: list[tuple[int, int]] = []
+        before = 0
+        for e, after in self.steps:
+            start = round(base_at(e)) + before
+            if after > before:
+                if halts and halts[-1][1] >= start:  # back to back: one halt
+                    halts[-1] = (halts[-1][0], start + after - before)
+                elif len(halts) < _MAX_HALTS:
+                    halts.append((start, start + after - before))
+            before = after
+        return GuestTimeMap(xs, ys, last_exit, known, anchored, halts)
 
 
 def guest_time_map(

@@ -499,6 +499,7 @@ def _draw_serial(ax: Any, tl: Timeline, scale: float) -> int:
     taken: list[list[tuple[float, float]]] = [[] for _ in range(_LABEL_ROWS)]
     drawn = 0
     for x, _exit, text in _label_order(tl):
+        text = " ".join(text.split())  # "[    1.234567] x" -> "[ 1.234567] x": room for words
         label = " " + (text if len(text) <= _LABEL_CHARS else text[: _LABEL_CHARS - 1] + "…")
         px = ax.transData.transform((x / scale, 0))[0]
         w = char_px * len(label)
@@ -546,6 +547,25 @@ def _clip_peaks(ax: Any, edges: Any, totals: list[int], rate: Callable) -> None:
     ax.text(0.995, 0.97, note, transform=ax.transAxes, ha="right", va="top", fontsize=8)
 
 
+def _shade_halts(ax: Any, tl: Timeline, scale: float) -> None:
+    """Grey bands where the guest was halted (the software backend records its halts), so
+    an idle guest does not look like one busy without exits."""
+    if not tl.clock.halts:
+        return
+    join = tl.span / 2000  # closer than about a pixel: one band
+    bands: list[list[float]] = []
+    for start, end in tl.clock.halts:
+        if bands and start - bands[-1][1] <= join:
+            bands[-1][1] = end
+        else:
+            bands.append([start, end])
+    total = sum(end - start for start, end in tl.clock.halts)
+    for n, (start, end) in enumerate(bands):
+        label = f"halted ({format_ns(total)})" if n == 0 else None
+        ax.axvspan(start / scale, max(end, start + join) / scale, color="#d9d9d9", zorder=0,
+                   linewidth=0, label=label)  # fmt: skip
+
+
 def write_png(tl: Timeline, path: str | os.PathLike[str], title: str = "") -> None:
     """Draw the timeline (``figure``) into a PNG file."""
     import matplotlib.pyplot as plt
@@ -590,6 +610,8 @@ def figure(tl: Timeline, title: str = "") -> Any:
                   "borderaxespad": 0.0, "frameon": False}  # fmt: skip
         for i, lane in enumerate(tl.lanes):
             ax_exits, ax_irq = axes[2 * i], axes[2 * i + 1]
+            if by_time and i == 0:  # halts are not told apart by vCPU yet
+                _shade_halts(ax_exits, tl, scale)
             kinds = sorted(lane.exits, key=lambda k: -sum(lane.exits[k]))
             if kinds:
                 ax_exits.stackplot(
