@@ -378,12 +378,13 @@ def write_json(
         out.write(",\n" + _dump(event))
 
     tl = scan(reader, buckets=buckets, instant=instant, progress=progress, clock=clock)
-    lane = tl.lanes[0]
-    kinds = sorted(lane.exits)
-    for b in range(tl.buckets):
-        args = {k: lane.exits[k][b] for k in kinds}
-        event = {"ph": "C", "name": "exits", "cat": "exits", "ts": ts(b * tl.width), "pid": PID}
-        out.write(",\n" + _dump({**event, "tid": TID_EXITS, "args": args}))
+    for lane in tl.lanes:  # one counter track per vCPU ("exits" for vCPU 0)
+        kinds = sorted(lane.exits)
+        track = "exits" if lane.vcpu == 0 else f"vCPU {lane.vcpu} exits"
+        for b in range(tl.buckets):
+            args = {k: lane.exits[k][b] for k in kinds}
+            event = {"ph": "C", "name": track, "cat": "exits", "ts": ts(b * tl.width), "pid": PID}
+            out.write(",\n" + _dump({**event, "tid": TID_EXITS, "args": args}))
     per = f"{_us(tl.width)} us of guest time" if by_time else f"{tl.width:g} exits"
     axis = (
         "guest time (ts in microseconds); args.exit is the exit index"

@@ -265,3 +265,24 @@ def test_png_x_axis_is_guest_time_with_the_exit_index_above(soft_irq_trace: Path
         assert boxes and all(not a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     finally:
         plt.close(fig)
+
+
+def test_png_has_one_lane_per_vcpu(tmp_path: Path) -> None:
+    """Traces hold one vCPU today; a timeline with two draws two pairs of lanes."""
+    import dataclasses
+
+    import matplotlib.pyplot as plt
+
+    path = tmp_path / "c.rrt"
+    _clocked(path)
+    with TraceReader(path) as r:
+        tl = scan(r, buckets=10)
+    tl.lanes.append(dataclasses.replace(tl.lanes[0], vcpu=1))
+    fig = figure(tl)
+    try:
+        assert len(fig.axes) == 5  # exits and interrupts per vCPU, then the serial lane
+        labels = [ax.get_ylabel() for ax in fig.axes]
+        assert labels[0].startswith("vCPU 0") and labels[2].startswith("vCPU 1")
+        assert fig.axes[-1].get_xlabel() == "guest time (ms)"
+    finally:
+        plt.close(fig)
