@@ -74,7 +74,7 @@ PID = 1
 TID_EXITS, TID_INJECT, TID_FORCED, TID_SERIAL = 1, 2, 3, 4
 
 Progress = Callable[[int, int], None]
-Instant = Callable[[str, int, float, dict[str, Any]], None]  # kind, exit, guest ns, args
+Instant = Callable[[str, int, float, dict[str, Any]], None]  # kind, exit, time-axis position, args
 
 _EXIT = int(EventKind.EXIT)
 _LANDING = int(EventKind.LANDING)
