@@ -67,6 +67,7 @@ DEFAULT_BUCKETS = 300  # at most: a short trace gets one per _MIN_PER_BUCKET exi
 _MIN_PER_BUCKET = 4
 _LINE_POOL = 4096  # serial lines kept as label candidates (thinned evenly beyond)
 _LINE_MARKS = 20000  # serial line positions kept for the PNG (beyond: per-bucket counts)
+_EVENT_MARKS = 4096  # injection / forced exit positions kept per vCPU (for sparse traces)
 _TEXT_MAX = 200
 
 # Perfetto "threads" of the one process that stands for the guest
@@ -148,6 +149,8 @@ class VcpuLane:
     exits: dict[str, list[int]]  # exit kind -> exits per bucket
     injections: list[int]
     forced: list[int]
+    inject_marks: list[float] = field(default_factory=list)  # positions, the first _EVENT_MARKS
+    forced_marks: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -281,6 +284,8 @@ def scan(
         elif kind == _INJECT or (kind == _IRQ_LINE and ev[2]):
             lane = _lane(lanes, _vcpu_of(ev), n)
             lane.injections[bucket(x)] += 1
+            if len(lane.inject_marks) < _EVENT_MARKS:
+                lane.inject_marks.append(x)
             counts["injections"] += 1
             if instant is not None:
                 what = "vector" if kind == _INJECT else "irq"  # kernel irqchip: a raised line
@@ -288,6 +293,8 @@ def scan(
         elif kind == _LANDING:
             lane = _lane(lanes, _vcpu_of(ev), n)
             lane.forced[bucket(x)] += 1
+            if len(lane.forced_marks) < _EVENT_MARKS:
+                lane.forced_marks.append(x)
             counts["forced_exits"] += 1
             if instant is not None:
                 why = exit_names.get(last_kind, str(last_kind))
@@ -415,6 +422,7 @@ _KIND_COLOURS = {
     "SHUTDOWN": "#7f7f7f",
 }
 _UNITS = ((1e9, "s"), (1e6, "ms"), (1e3, "µs"), (1.0, "ns"))
+_RASTER_PER_BUCKET = 4  # fewer interrupts than this per bucket: one mark each, not a rate
 _PEAK_FACTOR = 6  # exit rates above this many times a typical busy bucket are clipped
 _LABEL_ROWS = 7
 _LABEL_CHARS = 60
@@ -567,6 +575,39 @@ def _shade_halts(ax: Any, tl: Timeline, scale: float) -> None:
                    linewidth=0, label=label)  # fmt: skip
 
 
+def _draw_interrupts(
+    ax: Any, lane: VcpuLane, edges: Any, rate: Callable, scale: float, per_label: str,
+    legend: dict[str, Any],
+) -> None:  # fmt: skip
+    """Injections and forced exits: one mark each where they are few (a rate over buckets
+    holding zero or one of them would only show aliasing), else rates per unit of time."""
+    from matplotlib.ticker import EngFormatter
+
+    inj, forced = sum(lane.injections), sum(lane.forced)
+    labels = (f"interrupts injected ({inj})", f"forced exits ({forced})")
+    colours = ("#d62728", "#17becf")
+    sparse = inj + forced <= _RASTER_PER_BUCKET * len(lane.injections)
+    if sparse and len(lane.inject_marks) == inj and len(lane.forced_marks) == forced:
+        for row, marks in enumerate((lane.inject_marks, lane.forced_marks)):
+            y0 = 0.55 if row == 0 else 0.05
+            ax.vlines([x / scale for x in marks], y0, y0 + 0.4, color=colours[row],
+                      linewidth=0.8, label=labels[row])  # fmt: skip
+        ax.set_ylim(0, 1)
+        ax.set_yticks([0.75, 0.25], ["injected", "forced"], fontsize=8)
+        ax.set_ylabel("each one", fontsize=9)
+    else:
+        steps = [*rate(lane.injections), 0], [*rate(lane.forced), 0]
+        ax.step(edges, steps[0], where="post", color=colours[0], linewidth=2.0, alpha=0.6,
+                label=labels[0])  # fmt: skip
+        ax.step(edges, steps[1], where="post", color=colours[1], linewidth=1.0, label=labels[1])
+        top = max(1.0, *steps[0], *steps[1])
+        ax.set_ylim(0, top * 1.15)
+        if top >= 1000:
+            ax.yaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.set_ylabel(per_label, fontsize=9)
+    ax.legend(**legend)
+
+
 def write_png(tl: Timeline, path: str | os.PathLike[str], title: str = "") -> None:
     """Draw the timeline (``figure``) into a PNG file."""
     import matplotlib.pyplot as plt
@@ -627,17 +668,7 @@ def figure(tl: Timeline, title: str = "") -> Any:
             _clip_peaks(ax_exits, edges, totals, rate)
             ax_exits.yaxis.set_major_formatter(EngFormatter(sep=""))
             ax_exits.set_ylabel(f"vCPU {lane.vcpu}\nexits {per_label}", fontsize=9)
-            inj, forced = sum(lane.injections), sum(lane.forced)
-            ax_irq.step(edges, steps(rate(lane.injections)), where="post", color="#d62728",
-                        linewidth=2.0, alpha=0.6, label=f"interrupts injected ({inj})")  # fmt: skip
-            ax_irq.step(edges, steps(rate(lane.forced)), where="post", color="#17becf",
-                        linewidth=1.0, label=f"forced exits ({forced})")  # fmt: skip
-            top = max(1.0, *rate(lane.injections), *rate(lane.forced))
-            ax_irq.set_ylim(0, top * 1.15)
-            if top >= 1000:
-                ax_irq.yaxis.set_major_formatter(EngFormatter(sep=""))
-            ax_irq.set_ylabel(per_label, fontsize=9)
-            ax_irq.legend(**legend)
+            _draw_interrupts(ax_irq, lane, edges, rate, scale, per_label, legend)
         ax_serial = axes[-1]
         ax_serial.set_xlim(0, max(tl.span / scale, 1e-9))
         ax_serial.set_ylim(0, 1)
