@@ -256,6 +256,10 @@ def test_png_x_axis_is_guest_time_with_the_exit_index_above(soft_irq_trace: Path
         fmt = top[0].xaxis.get_major_formatter()
         half = hi / 2
         assert fmt(half, 0) == f"{round(tl.clock.exit_at(half * 1e6)):,}"
+        # few interrupts: one mark each (at its guest time), not a rate
+        marks = [seg[0][0] for c in fig.axes[1].collections for seg in c.get_segments()]
+        assert len(marks) == tl.totals["injections"] + tl.totals["forced_exits"] == 2 * ticks
+        assert all(0 < m < hi for m in marks)
         # legends sit beside the plots, not over the data
         for ax in fig.axes[:2]:
             box = ax.get_legend().get_window_extent(fig.canvas.get_renderer())
