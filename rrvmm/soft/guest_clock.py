@@ -33,6 +33,10 @@ __all__ = [
 NS_PER_INSTRUCTION = 1
 TSC_HZ = 1_000_000_000
 _NS_PER_S = 1_000_000_000
+# TSC ticks per instruction, a whole number (RDTSC is hooked: one multiply per call)
+_TSC_PER_INSTRUCTION, _rest = divmod(NS_PER_INSTRUCTION * TSC_HZ, _NS_PER_S)
+if _rest or not _TSC_PER_INSTRUCTION:
+    raise ValueError("the TSC must tick a whole number of times per instruction")
 
 
 def instructions_to_ns(instructions: int) -> int:
@@ -47,7 +51,7 @@ def ns_to_tsc(ns: int) -> int:
 
 def guest_tsc(instructions: int, tsc_offset: int) -> int:
     """The TSC after ``instructions``: their ticks plus the offset (halts, MSR 0x10 writes)."""
-    return ns_to_tsc(instructions_to_ns(instructions)) + tsc_offset
+    return instructions * _TSC_PER_INSTRUCTION + tsc_offset  # = ns_to_tsc(instructions_to_ns())
 
 
 def instructions_until(ns: int) -> int:
