@@ -263,7 +263,7 @@ def record_guest(
                 "exits": result.exits,
                 "forced_exits": recorder.forced_exits,
                 "serial_sha256": hashlib.sha256(serial.transcript).hexdigest(),
-                "guest_ns": live.clock_ns(),  # guest time at the end (`rrvmm ls`)
+                "guest_ns": live.clock_ns(),  # guest time at the end (`rrvmm ls`, timeline axis)
             }
         )
     return result, recorder

@@ -54,13 +54,15 @@ def _add_timeline_diff(trace_sub: argparse._SubParsersAction) -> None:
     t = trace_sub.add_parser(
         "timeline",
         help="draw a trace: exits by kind, interrupts, forced exits, serial lines",
-        description="Exits per bucket by kind, interrupt injections, forced exits and the "
-        "guest's serial lines on the trace's own time axis (the exit index), as a PNG or as "
-        "Chrome/Perfetto trace-event JSON (open it in ui.perfetto.dev).",
+        description="Exits by kind, interrupt injections and forced exits per unit of guest "
+        "time, and the guest's serial lines, along guest time (the exit index above it), as "
+        "a PNG or as Chrome/Perfetto trace-event JSON (open it in ui.perfetto.dev).",
     )
     t.add_argument("trace", nargs="?", help=TRACE_HELP)
     t.add_argument("-o", "--output", required=True, metavar="FILE.png|FILE.json")
-    t.add_argument("--buckets", type=int, default=None, help="time buckets (default 300)")
+    t.add_argument(
+        "--buckets", type=int, default=None, help="time buckets (default 300; fewer if short)"
+    )
     t.set_defaults(func=cmd_timeline)
     d = trace_sub.add_parser(
         "diff",
