@@ -1,7 +1,8 @@
 """Putting a machine together for run, record and replay: the one place that does it.
 
-``GuestImages`` are the files a guest boots from (read once, hashed for the trace header);
-``run``, ``record`` and ``replay`` build the same machine around a different seam.
+``run``, ``record`` and ``replay`` build the same machine around a different seam, from
+``GuestImages`` (rrvmm.machine.images) and a CPU from ``make_backend``
+(rrvmm.machine.cpu_choice).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import hashlib
 import io
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rrvmm import __version__
-from rrvmm.cpu.backend import BackendUnavailable, CpuBackend
-from rrvmm.cpu.cpuid import filter_cpuid
+from rrvmm.cpu.backend import CpuBackend
 from rrvmm.devices.virtio import OVERLAY, WRITE_THROUGH, Disk, DiskError
 from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.host.live_seam import InstructionClockSeam, LiveSeam
 from rrvmm.host.terminal import SerialHost
 from rrvmm.host.udp import UdpPort, parse_udp
 from rrvmm.machine.boot.kernel import read_image
+from rrvmm.machine.cpu_choice import guest_cpuid, make_backend
+from rrvmm.machine.images import GuestImages
 from rrvmm.machine.pc import Machine, MachineConfig, RunResult
 from rrvmm.machine.virtio import VirtioHosts
 from rrvmm.replay.container import TraceError, TraceReader, TraceWriter
@@ -33,94 +34,12 @@ from rrvmm.replay.recorder import Recorder
 from rrvmm.replay.replayer import ExitCheck, ReplayDivergence, Replayer, TraceEnded
 
 __all__ = [
-    "GuestImages",
-    "make_backend",
     "run_guest",
     "record_guest",
     "replay_trace",
     "ReplayOutcome",
     "open_trace",
 ]
-
-
-@dataclass
-class GuestImages:
-    kernel_path: Path
-    kernel: bytes
-    initrd_path: Path | None = None
-    initrd: bytes | None = None
-
-    @classmethod
-    def load(cls, kernel: str | Path, initrd: str | Path | None = None) -> GuestImages:
-        kp = Path(kernel)
-        ip = Path(initrd) if initrd else None
-        return cls(kp, read_image(kp), ip, read_image(ip, "initrd") if ip else None)
-
-    def describe(self) -> dict[str, Any]:
-        out = {"kernel": _image_entry(self.kernel_path, self.kernel)}
-        if self.initrd_path is not None and self.initrd is not None:
-            out["initrd"] = _image_entry(self.initrd_path, self.initrd)
-        return out
-
-
-def _image_entry(path: Path, data: bytes) -> dict[str, Any]:
-    return {
-        "path": str(path.resolve()),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": len(data),
-    }
-
-
-DEFAULT_KVM_IRQCHIP = "user"  # bench/irqchip.py: the faster exact mode on KVM
-
-
-def make_backend(
-    name: str, memory: int, kvm_device: str = "/dev/kvm", irqchip: str | None = None
-) -> CpuBackend:
-    """The CPU backend ``name``: 'kvm', 'soft', or 'auto' (KVM where usable, else soft).
-
-    ``irqchip``: 'user' or 'kernel' (KVM only); None picks the backend's default.
-    RrvmmError (one line, a distinct status) when the named one cannot be had.
-    """
-    from rrvmm.kvm.kvm_backend import KvmBackend
-
-    if irqchip not in (None, "user", "kernel"):
-        raise RrvmmError(f"unknown irqchip {irqchip!r} (user or kernel)", ExitStatus.USAGE)
-    if name == "soft" and irqchip == "kernel":
-        raise RrvmmError(
-            "--irqchip kernel needs the KVM backend (the software CPU has rrvmm's 8259 only)",
-            ExitStatus.USAGE,
-        )
-    if name in ("kvm", "auto"):
-        try:
-            return KvmBackend(memory, kvm_device, irqchip or DEFAULT_KVM_IRQCHIP)
-        except BackendUnavailable as e:
-            if name == "kvm" or irqchip == "kernel":
-                raise RrvmmError(f"KVM is not usable: {e}", ExitStatus.NO_KVM) from None
-            print(f"rrvmm: KVM is not usable ({e}); using the software backend", file=sys.stderr)
-    elif name != "soft":
-        raise RrvmmError(f"unknown backend {name!r} (kvm, soft or auto)", ExitStatus.USAGE)
-    from rrvmm.soft.backend import SoftBackend
-
-    try:
-        return SoftBackend(memory)
-    except BackendUnavailable as e:
-        raise RrvmmError(f"the software backend is not usable: {e}", ExitStatus.NO_KVM) from None
-
-
-def _guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:
-    """The CPUID table for a new recording: KVM's own, filtered, wherever KVM exists.
-
-    XSAVE and what depends on it are hidden: KVM's instruction emulator (kvm_pvm hosts)
-    cannot execute XRSTOR, and the software backend keeps the same table.
-    """
-    from rrvmm.kvm.kvm_backend import KvmBackend
-
-    if isinstance(cpu, KvmBackend):
-        return filter_cpuid(cpu.kvm.supported_cpuid(), hide_xsave=True)
-    from rrvmm.cpu.cpuid_table import DEFAULT_CPUID
-
-    return [tuple(r) for r in DEFAULT_CPUID]
 
 
 def _live_seam(serial: SerialHost, cpu: CpuBackend, ports: dict[str, UdpPort]) -> LiveSeam:
@@ -196,7 +115,7 @@ def run_guest(
     serial: SerialHost,
 ) -> RunResult:
     """Run live, no recording."""
-    cpu.set_cpuid(_guest_cpuid(cpu))
+    cpu.set_cpuid(guest_cpuid(cpu))
     hosts, ports = _virtio_hosts(config, live=True)
     seam = _live_seam(serial, cpu, ports)
     machine = Machine(config, cpu, seam, serial, hosts)
@@ -218,7 +137,7 @@ def record_guest(
     trace_path: Path,
 ) -> tuple[RunResult, Recorder]:
     """Run live and write every input to ``trace_path``."""
-    cpuid = _guest_cpuid(cpu)
+    cpuid = guest_cpuid(cpu)
     cpu.set_cpuid(cpuid)
     hosts, ports = _virtio_hosts(config, live=True)
     header = {

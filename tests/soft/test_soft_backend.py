@@ -742,10 +742,11 @@ def test_record_and_replay_on_the_soft_backend(
 
     import rrvmm.launch as session
     from rrvmm.host.terminal import SerialHost
+    from rrvmm.machine.images import GuestImages
     from rrvmm.machine.pc import MachineConfig
 
     monkeypatch.setattr(session, "make_backend", lambda _n, memory, *_a: SoftBackend(memory))
-    images = session.GuestImages.load(guest(name))
+    images = GuestImages.load(guest(name))
     config = MachineConfig(memory=64 * MB, kernel_name=name)
     recorded = io.BytesIO()
     trace = tmp_path / "t.rrt"
