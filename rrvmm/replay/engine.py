@@ -10,26 +10,23 @@ device state, the trace cursor and the pages written since — and re-executes f
 
 from __future__ import annotations
 
-import io
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from rrvmm.cpu.backend import ExitKind, VcpuExit
 from rrvmm.cpu.mmu import PageFault, read_virtual, translate
-from rrvmm.host.terminal import SerialHost
 from rrvmm.kvm.memslots import PAGE
-from rrvmm.launch import _checked, _images_for_replay, replay_backend, replay_machine
-from rrvmm.machine.pc import Machine, MachineStop, RunResult
+from rrvmm.machine.pc import MachineStop, RunResult
 from rrvmm.replay.container import TraceReader
 from rrvmm.replay.fingerprint import (
     Landing,
-    LandingProbe,
     memory_fingerprint,
     pages_of,
     regs_fingerprint,
 )
-from rrvmm.replay.replayer import Replayer, TraceEnded
+from rrvmm.replay.replayer import TraceEnded
+from rrvmm.replay.rig import build_rig
 from rrvmm.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
 
 __all__ = ["ReplayEngine", "Checkpoint"]
@@ -90,26 +87,18 @@ class ReplayEngine:
         backend: str | None = None,
         disk: str | None = None,
     ) -> None:
-        header = reader.header
         self.reader = reader
-        images = _images_for_replay(header, kernel, initrd, reader)
-        self.config, self._hosts = replay_machine(header, images, disk, reader)
         self.total_exits = (reader.footer or {}).get("exits") or (
             reader.chunks[-1].last_exit if reader.chunks else 0
         )
-        self.cpu: Any = replay_backend(header, backend, kvm_device)
-        self.cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
-        self.exact_flags = self.cpu.name == header.get("backend", "kvm")
-        # recorded and replayed on a CPU that counts instructions: landings by count
-        self.exact_counts = self.exact_flags and hasattr(self.cpu, "set_instruction_limit")
-        self.output = io.BytesIO()
-        self.serial = SerialHost(output=self.output, input_fd=None)
-        self.replayer = Replayer(
-            lambda k: _checked(reader.events(k)), self.cpu, exact_flags=self.exact_flags
+        self._rig = build_rig(
+            reader, kernel=kernel, initrd=initrd, disk=disk, backend=backend, kvm_device=kvm_device
         )
-        self.probe = LandingProbe(self.cpu, self.exact_flags, self.exact_counts)
-        self.machine = Machine(self.config, self.cpu, self.replayer, self.serial, self._hosts)
-        self.machine.boot(images.kernel, images.initrd)
+        self.cpu: Any = self._rig.cpu
+        self.serial = self._rig.serial
+        self.replayer = self._rig.replayer
+        self.machine = self._rig.machine
+        self.probe = self.replayer.probe
         self.slots = self.cpu.slots
         self.every = checkpoint_every
         self.breakpoints: set[int] = set()
@@ -715,7 +704,4 @@ class ReplayEngine:
         return run_monitor(self, command)
 
     def close(self) -> None:
-        self.replayer.close()
-        if self._hosts.disk is not None:
-            self._hosts.disk.close()
-        self.cpu.close()
+        self._rig.close()

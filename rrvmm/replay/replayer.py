@@ -108,9 +108,10 @@ class Replayer(Seam):
         """``events(k)`` iterates the trace's events from the first one at exit ``k``.
 
         ``exact_counts``: the trace was recorded on a backend that counts instructions
-        exactly and ``cpu`` is one too, so forced exits are found by their count.
+        exactly and ``cpu`` is one too, so forced exits are found by their count (the
+        replay rig decides it: ``rrvmm.replay.rig.counts_exactly``).
         """
-        self.exact_counts = exact_counts and hasattr(cpu, "set_instruction_limit")
+        self.exact_counts = exact_counts
         # flags left undefined by some instructions differ between CPU models
         self.exact_flags = exact_flags
         self._source = events
