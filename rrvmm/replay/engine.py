@@ -19,6 +19,7 @@ from rrvmm.cpu.mmu import PageFault, read_virtual, translate
 from rrvmm.kvm.memslots import PAGE
 from rrvmm.machine.pc import MachineStop, RunResult
 from rrvmm.replay.container import TraceReader
+from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import (
     Landing,
     memory_fingerprint,
@@ -27,7 +28,16 @@ from rrvmm.replay.fingerprint import (
 )
 from rrvmm.replay.replayer import TraceEnded
 from rrvmm.replay.rig import build_rig
-from rrvmm.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
+from rrvmm.target import (
+    REGISTER_NAMES,
+    Position,
+    RecordedExit,
+    RecordedImage,
+    Stop,
+    StopKind,
+    TargetError,
+    WatchKind,
+)
 
 __all__ = ["ReplayEngine", "Checkpoint"]
 
@@ -74,7 +84,7 @@ class _Hit(Exception):
 
 
 class ReplayEngine:
-    """Implements ``rrvmm.target.Target`` over a KVM replay of a trace."""
+    """Implements ``rrvmm.target.ReplayTarget`` over a replay of a trace."""
 
     def __init__(
         self,
@@ -696,6 +706,48 @@ class ReplayEngine:
         if long_mode:
             low |= int.from_bytes(raw[8:12], "little") << 32
         return low
+
+    # --- the recording (ReplayTarget) ---
+    @property
+    def end_reason(self) -> str | None:
+        return self.ended.reason if self.ended is not None else None
+
+    @property
+    def cpu_name(self) -> str:
+        return self.cpu.name
+
+    @property
+    def trace_path(self) -> str:
+        return str(self.reader.path)
+
+    def recorded_kernel(self) -> RecordedImage | None:
+        kernel = self.reader.header.get("images", {}).get("kernel")
+        return RecordedImage(kernel["path"], kernel["sha256"]) if kernel else None
+
+    def recorded_exits(self, start: int, count: int) -> list[RecordedExit]:
+        out: list[RecordedExit] = []
+        if count <= 0:
+            return out
+        for idx, ev in self.reader.events(start):
+            if idx < start or ev[0] != EventKind.EXIT:
+                continue
+            out.append(RecordedExit(idx, ExitKind(ev[1]).name, ev[2], ev[3], ev[4], ev[5]))
+            if len(out) >= count:
+                break
+        return out
+
+    def serial_output(self, last: int | None = None) -> bytes:
+        transcript = self.serial.transcript
+        return bytes(transcript if last is None else transcript[-last:])
+
+    def code_bits(self) -> int:
+        s = self.cpu.get_sregs()
+        cs = s["cs"]
+        if cs.get("l"):
+            return 64
+        if not s["cr0"] & 1:
+            return 16
+        return 32 if cs.get("db") else 16
 
     # --- monitor ---
     def monitor(self, command: str) -> str:

@@ -20,6 +20,7 @@ from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import Landing, LandingProbe
 from rrvmm.replay.recorder import FORCED_EXITS, exit_event
 from rrvmm.seam import Seam
+from rrvmm.target import TargetDiverged
 
 if TYPE_CHECKING:
     from rrvmm.cpu.backend import CpuBackend
@@ -32,7 +33,7 @@ _HALT_DIVERGENCE_POLL_NS = 20_000_000  # ... when no landing is due (a halt = di
 _EXIT_FIELDS = ("kind", "addr", "size", "value", "rip")
 
 
-class ReplayDivergence(Exception):
+class ReplayDivergence(TargetDiverged):
     """Replay left the recorded timeline; the message is the report."""
 
     def __init__(
