@@ -56,7 +56,7 @@ def replay_with_gdb(
 ) -> int:
     """Replay ``args.trace`` under a gdb started here; 0, or gdb's own failure status."""
     from rrvmm.gdbstub.server import GdbServer
-    from rrvmm.launch import open_trace
+    from rrvmm.replay.container import open_trace
     from rrvmm.replay.symbol_files import find_symbol_file
 
     gdb = find_gdb()

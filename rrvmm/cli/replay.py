@@ -87,7 +87,8 @@ def _is_listen_address(text: str) -> bool:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from rrvmm.launch import open_trace, replay_trace
+    from rrvmm.launch import replay_trace
+    from rrvmm.replay.container import open_trace
 
     if args.gdb not in (None, LAUNCH_GDB) and args.trace is None:
         if not _is_listen_address(args.gdb):  # `replay --gdb NAME`: NAME is the trace
@@ -182,7 +183,7 @@ def _replay_engine(args: argparse.Namespace, reader: TraceReader) -> ReplayEngin
 def _replay_console(args: argparse.Namespace) -> int:
     from rrvmm.console import run_console
     from rrvmm.console.app import load_symbols
-    from rrvmm.launch import open_trace
+    from rrvmm.replay.container import open_trace
 
     if args.gdb is not None:
         raise RrvmmError("--console and --gdb: choose one", ExitStatus.USAGE)
@@ -198,7 +199,7 @@ def _replay_console(args: argparse.Namespace) -> int:
 
 def _replay_gdb(args: argparse.Namespace) -> int:
     from rrvmm.gdbstub.server import GdbServer, listen_address
-    from rrvmm.launch import open_trace
+    from rrvmm.replay.container import open_trace
 
     try:
         host, port = listen_address(args.gdb)

@@ -52,7 +52,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _machine_setup(args: argparse.Namespace):  # noqa: ANN202
-    from rrvmm.launch import GuestImages, make_backend
+    from rrvmm.machine.cpu_choice import make_backend
+    from rrvmm.machine.images import GuestImages
     from rrvmm.machine.pc import MachineConfig
 
     memory = parse_memory(args.memory)

@@ -85,8 +85,7 @@ def _add_timeline_diff(trace_sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from rrvmm.launch import open_trace
-    from rrvmm.replay.container import TraceError
+    from rrvmm.replay.container import TraceError, open_trace
     from rrvmm.replay.symbol_files import extract_files
 
     if args.symbols is None and args.images is None:
@@ -117,8 +116,7 @@ def _trace_error(e: Exception) -> RrvmmError:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    from rrvmm.launch import open_trace
-    from rrvmm.replay.container import TraceError
+    from rrvmm.replay.container import TraceError, open_trace
     from rrvmm.replay.timeline import DEFAULT_BUCKETS, png_title, scan, write_json, write_png
 
     out = Path(args.output)
@@ -177,8 +175,7 @@ def _ignored(values: list[str]):  # noqa: ANN202
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from rrvmm.launch import open_trace
-    from rrvmm.replay.container import TraceError
+    from rrvmm.replay.container import TraceError, open_trace
     from rrvmm.replay.diff import diff_traces, format_text
 
     ignore = _ignored(args.ignore)
@@ -200,8 +197,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
-    from rrvmm.launch import open_trace
     from rrvmm.replay import inspect
+    from rrvmm.replay.container import open_trace
 
     with open_trace(resolve(args.trace)) as reader:
         return inspect.run(args.action, reader, args.json, sys.stdout)

@@ -18,8 +18,17 @@ from rrvmm.cpu.backend import GPR_NAMES, ExitKind, VcpuExit
 from rrvmm.host.kicker import Kicker
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import Landing, LandingProbe
+from rrvmm.replay.landing import (
+    HALTED_LANDING_POLL_NS,
+    STUCK_POLL_NS,
+    Halt,
+    after_kick,
+    forge_landing,
+    run_to_count,
+)
 from rrvmm.replay.recorder import FORCED_EXITS, exit_event
 from rrvmm.seam import Seam
+from rrvmm.target import TargetDiverged
 
 if TYPE_CHECKING:
     from rrvmm.cpu.backend import CpuBackend
@@ -27,12 +36,10 @@ if TYPE_CHECKING:
 __all__ = ["Replayer", "ReplayDivergence", "TraceEnded", "ExitCheck"]
 
 _READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
-_HALT_LANDING_POLL_NS = 200_000  # kernel irqchip: how often replay looks for a halted vCPU
-_HALT_DIVERGENCE_POLL_NS = 20_000_000  # ... when no landing is due (a halt = divergence)
 _EXIT_FIELDS = ("kind", "addr", "size", "value", "rip")
 
 
-class ReplayDivergence(Exception):
+class ReplayDivergence(TargetDiverged):
     """Replay left the recorded timeline; the message is the report."""
 
     def __init__(
@@ -108,9 +115,10 @@ class Replayer(Seam):
         """``events(k)`` iterates the trace's events from the first one at exit ``k``.
 
         ``exact_counts``: the trace was recorded on a backend that counts instructions
-        exactly and ``cpu`` is one too, so forced exits are found by their count.
+        exactly and ``cpu`` is one too, so forced exits are found by their count (the
+        replay rig decides it: ``rrvmm.replay.rig.counts_exactly``).
         """
-        self.exact_counts = exact_counts and hasattr(cpu, "set_instruction_limit")
+        self.exact_counts = exact_counts
         # flags left undefined by some instructions differ between CPU models
         self.exact_flags = exact_flags
         self._source = events
@@ -380,15 +388,13 @@ class Replayer(Seam):
         probe = self.probe
         if not target.progressed:
             self.stats.forged += 1
-            probe.passed()  # the recorder's fingerprint consumed the dirty log here too
-            return cpu.forge_exit(kind, rip)
+            return forge_landing(cpu, probe, target)
         if probe.counted(target):
             return self._land_by_count(cpu, kind, target.instructions)
         if target.halted:
             return self._land_halted(cpu, target)
-        if probe.matches(target):
-            probe.passed()  # the kick came before the guest ran an instruction: we are there
-            return cpu.forge_exit(kind, rip)
+        if probe.matches(target):  # the kick came before the guest ran an instruction
+            return forge_landing(cpu, probe, target)
         kernel = getattr(cpu, "kernel_irqchip", None) is not None
         at_hlt: bool | None = None
         cpu.set_debug([rip])
@@ -418,12 +424,12 @@ class Replayer(Seam):
     def _run_watching_halt(self, cpu: Any) -> VcpuExit:
         """Kernel irqchip: run, but a guest halted for good is a divergence, not a hang."""
         if self._poller is None:
-            self.poll_vcpu(cpu, _HALT_DIVERGENCE_POLL_NS)
+            self.poll_vcpu(cpu, STUCK_POLL_NS)
         while True:
             ex = cpu.run()
             if ex.kind is not ExitKind.INTR:
                 return ex
-            if cpu.halted() and cpu.deliverable_vector() is None:
+            if after_kick(cpu, self.probe, None) is Halt.STUCK:
                 raise self._diverged(
                     "running guest", "a forced exit while running", f"halted at RIP {ex.rip:#x}"
                 )
@@ -432,19 +438,20 @@ class Replayer(Seam):
         """Kernel irqchip: run until the vCPU halts in the recorded HLT.
 
         A halted vCPU sits inside KVM_RUN and nothing but rrvmm can wake it, so the guest
-        is kicked (from ``_HALT_LANDING_POLL_NS`` on, backing off) until it is found halted;
+        is kicked (from ``HALTED_LANDING_POLL_NS`` on, backing off) until it is found halted;
         kicks are invisible to it. Halted in another state is a divergence: it would wait
         there for ever.
         """
-        self.poll_vcpu(cpu, _HALT_LANDING_POLL_NS)
+        self.poll_vcpu(cpu, HALTED_LANDING_POLL_NS)
         while True:
             ex = cpu.run()
             if ex.kind is not ExitKind.INTR:
                 return ex  # a real exit first: the verification reports it
-            if not cpu.halted():
+            halt = after_kick(cpu, self.probe, target)
+            if halt is Halt.RUNNING:
                 continue
             self.stats.landing_hits += 1
-            if self.probe.matches(target):
+            if halt is Halt.LANDED:
                 self.probe.passed()
                 ex.kind = target.kind
                 return ex
@@ -467,11 +474,7 @@ class Replayer(Seam):
 
     def _land_by_count(self, cpu: Any, kind: ExitKind, count: int) -> VcpuExit:
         """Run exactly to instruction ``count``: an exact CPU needs no search."""
-        cpu.set_instruction_limit(count)
-        try:
-            ex = cpu.run()
-        finally:
-            cpu.set_instruction_limit(None)
+        ex = run_to_count(cpu, count)
         if ex.kind is ExitKind.INTR and cpu.instructions == count:
             self.probe.passed()  # keep the dirty log in step with the recorder's
             ex.kind = kind
