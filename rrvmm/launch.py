@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rrvmm import __version__
-from rrvmm.cpu.backend import BackendUnavailable, CpuBackend
+from rrvmm.cpu.backend import BackendUnavailable, CpuBackend, RecordableCpu
 from rrvmm.cpu.cpuid import filter_cpuid
 from rrvmm.devices.virtio import OVERLAY, WRITE_THROUGH, Disk, DiskError
 from rrvmm.errors import ExitStatus, RrvmmError
@@ -76,11 +76,13 @@ DEFAULT_KVM_IRQCHIP = "user"  # bench/irqchip.py: the faster exact mode on KVM
 
 def make_backend(
     name: str, memory: int, kvm_device: str = "/dev/kvm", irqchip: str | None = None
-) -> CpuBackend:
+) -> RecordableCpu:
     """The CPU backend ``name``: 'kvm', 'soft', or 'auto' (KVM where usable, else soft).
 
     ``irqchip``: 'user' or 'kernel' (KVM only); None picks the backend's default.
     RrvmmError (one line, a distinct status) when the named one cannot be had.
+    Every backend can be recorded; what else it can do it tells through
+    ``instruction_counter()`` and ``kernel_irqchip()``, asked once by each user.
     """
     from rrvmm.kvm.kvm_backend import KvmBackend
 
@@ -125,8 +127,9 @@ def _guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:
 
 def _live_seam(serial: SerialHost, cpu: CpuBackend, ports: dict[str, UdpPort]) -> LiveSeam:
     """Host inputs; guest time from the instruction count where the CPU counts exactly."""
-    if hasattr(cpu, "set_instruction_limit"):
-        return InstructionClockSeam(serial, cpu, ports)
+    counter = cpu.instruction_counter()
+    if counter is not None:
+        return InstructionClockSeam(serial, counter, ports)
     return LiveSeam(serial, ports)
 
 
@@ -172,7 +175,7 @@ def _machine_header(config: MachineConfig, cpu: CpuBackend, hosts: VirtioHosts) 
     out: dict[str, Any] = {
         "memory": config.memory,
         "cmdline": config.cmdline,
-        "irqchip": getattr(cpu, "irqchip", "user"),
+        "irqchip": "user" if cpu.kernel_irqchip() is None else "kernel",
         "virtio_cmdline": config.virtio_cmdline,
     }
     if hosts.disk is not None and config.disk:
@@ -192,7 +195,7 @@ def _boot(machine: Machine, images: GuestImages) -> None:
 def run_guest(
     images: GuestImages,
     config: MachineConfig,
-    cpu: CpuBackend,
+    cpu: RecordableCpu,
     serial: SerialHost,
 ) -> RunResult:
     """Run live, no recording."""
@@ -213,7 +216,7 @@ def run_guest(
 def record_guest(
     images: GuestImages,
     config: MachineConfig,
-    cpu: CpuBackend,
+    cpu: RecordableCpu,
     serial: SerialHost,
     trace_path: Path,
 ) -> tuple[RunResult, Recorder]:
@@ -393,7 +396,7 @@ def _embedded_disk_hosts(trace: TraceReader, config: MachineConfig) -> VirtioHos
         os.unlink(name)
 
 
-def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str) -> CpuBackend:
+def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str) -> RecordableCpu:
     """A CPU for replaying a trace with this header: its backend and interrupt controller.
 
     A kernel-irqchip trace needs KVM's own 8259 again: where its interrupts land is KVM's

@@ -14,7 +14,7 @@ from rrvmm.host.kicker import Kicker
 from rrvmm.seam import Seam
 
 if TYPE_CHECKING:
-    from rrvmm.cpu.backend import CpuBackend
+    from rrvmm.cpu.backend import CpuBackend, InstructionCounting
     from rrvmm.host.terminal import SerialHost
     from rrvmm.host.udp import UdpPort
 
@@ -116,10 +116,13 @@ class InstructionClockSeam(LiveSeam):
     EXIT_NS = 1000
 
     def __init__(
-        self, serial: SerialHost | None, cpu: CpuBackend, ports: dict[str, UdpPort] | None = None
+        self,
+        serial: SerialHost | None,
+        counter: InstructionCounting,
+        ports: dict[str, UdpPort] | None = None,
     ) -> None:
         super().__init__(serial, ports)
-        self._cpu = cpu
+        self._cpu = counter
         self._idle_ns = 0  # guest time spent halted
         self._exits = 0  # exits so far (from the index the machine passes)
 
@@ -130,7 +133,7 @@ class InstructionClockSeam(LiveSeam):
 
     def clock_ns(self) -> int:
         extra = self._idle_ns + self._exits * self.EXIT_NS
-        return self._cpu.instructions + extra  # type: ignore[attr-defined]
+        return self._cpu.instructions + extra
 
     def timer_due(self, index: int, deadline_ns: int | None) -> int | None:
         self._exits = index
@@ -144,8 +147,8 @@ class InstructionClockSeam(LiveSeam):
             limit = None
         else:
             now = self.clock_ns()
-            limit = self._cpu.instructions + max(1, deadline_ns - now)  # type: ignore[attr-defined]
-        self._cpu.set_instruction_limit(limit)  # type: ignore[attr-defined]
+            limit = self._cpu.instructions + max(1, deadline_ns - now)
+        self._cpu.set_instruction_limit(limit)
 
     def idle(self, deadline_ns: int | None) -> None:
         start = time.monotonic_ns()
@@ -163,5 +166,4 @@ class InstructionClockSeam(LiveSeam):
                 # woken by the deadline: land on it exactly, however the host slept
                 elapsed = max(0, deadline_ns - self.clock_ns())
         self._idle_ns += elapsed
-        cpu = self._cpu
-        cpu.tsc_offset += elapsed  # type: ignore[attr-defined]  # the TSC keeps pace
+        self._cpu.tsc_offset += elapsed  # the TSC keeps pace

@@ -15,10 +15,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from rrvmm.cpu.backend import ExitKind, VcpuExit
+from rrvmm.cpu.backend import ExitKind, RecordableCpu, VcpuExit
+from rrvmm.cpu.dirty import PAGE
 from rrvmm.cpu.mmu import PageFault, read_virtual, translate
 from rrvmm.host.terminal import SerialHost
-from rrvmm.kvm.memslots import PAGE
 from rrvmm.launch import _checked, _images_for_replay, replay_backend, replay_machine
 from rrvmm.machine.pc import Machine, MachineStop, RunResult
 from rrvmm.replay.container import TraceReader
@@ -97,11 +97,12 @@ class ReplayEngine:
         self.total_exits = (reader.footer or {}).get("exits") or (
             reader.chunks[-1].last_exit if reader.chunks else 0
         )
-        self.cpu: Any = replay_backend(header, backend, kvm_device)
+        self.cpu: RecordableCpu = replay_backend(header, backend, kvm_device)
         self.cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
         self.exact_flags = self.cpu.name == header.get("backend", "kvm")
         # recorded and replayed on a CPU that counts instructions: landings by count
-        self.exact_counts = self.exact_flags and hasattr(self.cpu, "set_instruction_limit")
+        self.counter = self.cpu.instruction_counter()
+        self.exact_counts = self.exact_flags and self.counter is not None
         self.output = io.BytesIO()
         self.serial = SerialHost(output=self.output, input_fd=None)
         self.replayer = Replayer(
@@ -333,14 +334,14 @@ class ReplayEngine:
             self._take_landing(landing)
             return None
         vector = self.machine.last_vector if injected else None
-        if self.machine.kernel_irqchip:
-            vector = self.cpu.deliverable_vector()  # KVM's 8259 delivers at the next entry
-            if vector is None and self.cpu.halted():
+        if (lines := self.machine.kernel_lines) is not None:
+            vector = lines.deliverable_vector()  # KVM's 8259 delivers at the next entry
+            if vector is None and lines.chip.halted():
                 raise TargetError(
                     "replay diverged: the guest is halted here, the recording goes on"
                 )
-            if vector is None and self.cpu.at_hlt():
-                self.cpu.halt()  # a single-stepped HLT would block inside KVM
+            if vector is None and lines.chip.at_hlt():
+                lines.chip.halt()  # a single-stepped HLT would block inside KVM
                 return self._stepped()
         if vector is not None:
             # the interrupt is delivered at entry: stop at the handler's first instruction
@@ -414,19 +415,20 @@ class ReplayEngine:
             if landing is not None and rip == landing.rip and self.probe.matches(landing):
                 self._take_landing(landing)
                 continue
-            if self.machine.kernel_irqchip:
+            if self.machine.kernel_lines is not None:
                 # a halted landing is no breakpoint hit: look at the vCPU now and then
                 halted = landing is not None and landing.halted
                 self.replayer.poll_vcpu(self.cpu, _HALT_POLL_NS if halted else _STUCK_POLL_NS)
             self.cpu.set_debug(sorted(set(arm)))
-            if counted:
-                self.cpu.set_instruction_limit(landing.instructions)
+            counter = self.counter if counted and landing is not None else None
+            if counter is not None:
+                counter.set_instruction_limit(landing.instructions)
             try:
                 ex = self.cpu.run()
             finally:
                 self.cpu.set_debug([])
-                if counted:
-                    self.cpu.set_instruction_limit(None)
+                if counter is not None:
+                    counter.set_instruction_limit(None)
             self.n = None
             if counted and ex.kind is ExitKind.INTR and self.probe.matches(landing):
                 self._take_landing(landing)
@@ -450,10 +452,11 @@ class ReplayEngine:
                 self._watch_hit = None
                 continue
             if ex.kind is ExitKind.INTR:
-                if self.machine.kernel_irqchip and self.cpu.halted():
+                lines = self.machine.kernel_lines
+                if lines is not None and lines.chip.halted():
                     if landing is not None and landing.halted and self.probe.matches(landing):
                         self._take_landing(landing)
-                    elif self.cpu.deliverable_vector() is None:
+                    elif lines.deliverable_vector() is None:
                         raise TargetError(
                             "replay diverged: the guest halted where the recording went on"
                         )

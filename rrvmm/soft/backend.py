@@ -32,7 +32,13 @@ from __future__ import annotations
 import ctypes
 import mmap
 
-from rrvmm.cpu.backend import BackendError, ExitKind, VcpuExit
+from rrvmm.cpu.backend import (
+    BackendError,
+    ExitKind,
+    InstructionCounting,
+    KernelIrqchip,
+    VcpuExit,
+)
 from rrvmm.cpu.cpuid import filter_cpuid
 from rrvmm.soft import layout as L
 from rrvmm.soft.dirty import DirtyLog
@@ -179,6 +185,13 @@ class SoftBackend(RunLoop):
         if L.MSR_TSC in values:
             self.tsc_offset = values[L.MSR_TSC] - self.instructions * TSC_PER_INSTRUCTION
         self.regfile.set_msrs(values)
+
+    # --- capabilities ---
+    def instruction_counter(self) -> InstructionCounting | None:
+        return self
+
+    def kernel_irqchip(self) -> KernelIrqchip | None:
+        return None  # rrvmm's 8259 is the only interrupt controller here
 
     def set_instruction_limit(self, n: int | None) -> None:
         """Make ``run()`` return INTR when ``instructions`` reaches ``n`` (absolute; once)."""
