@@ -169,7 +169,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _machine_setup(args: argparse.Namespace):  # noqa: ANN202
-    from rrvmm.launch import GuestImages, make_backend
+    from rrvmm.machine.cpu_choice import make_backend
+    from rrvmm.machine.images import GuestImages
     from rrvmm.machine.pc import MachineConfig
 
     memory = parse_memory(args.memory)
@@ -245,7 +246,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from rrvmm.launch import open_trace, replay_trace
+    from rrvmm.launch import replay_trace
+    from rrvmm.replay.container import open_trace
 
     if args.irqchip is not None:
         with open_trace(args.trace) as reader:
@@ -325,7 +327,7 @@ def _replay_engine(args: argparse.Namespace, reader: TraceReader) -> ReplayEngin
 def _replay_console(args: argparse.Namespace) -> int:
     from rrvmm.console import run_console
     from rrvmm.console.app import load_symbols
-    from rrvmm.launch import open_trace
+    from rrvmm.replay.container import open_trace
 
     if args.gdb is not None:
         raise RrvmmError("--console and --gdb: choose one", ExitStatus.USAGE)
@@ -341,7 +343,7 @@ def _replay_console(args: argparse.Namespace) -> int:
 
 def _replay_gdb(args: argparse.Namespace) -> int:
     from rrvmm.gdbstub.server import GdbServer, listen_address
-    from rrvmm.launch import open_trace
+    from rrvmm.replay.container import open_trace
 
     try:
         host, port = listen_address(args.gdb)
@@ -386,8 +388,8 @@ def _progress_printer(total: int | None):  # noqa: ANN202
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
-    from rrvmm.launch import open_trace
     from rrvmm.replay import inspect
+    from rrvmm.replay.container import open_trace
 
     with open_trace(args.trace) as reader:
         return inspect.run(args.action, reader, args.json, sys.stdout)

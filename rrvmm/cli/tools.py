@@ -201,8 +201,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    from rrvmm.launch import open_trace
-    from rrvmm.replay.container import TraceError
+    from rrvmm.replay.container import TraceError, open_trace
     from rrvmm.replay.timeline import DEFAULT_BUCKETS, png_title, scan, write_json, write_png
 
     out = Path(args.output)
@@ -261,8 +260,7 @@ def _ignored(values: list[str]):  # noqa: ANN202
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from rrvmm.launch import open_trace
-    from rrvmm.replay.container import TraceError
+    from rrvmm.replay.container import TraceError, open_trace
     from rrvmm.replay.diff import diff_traces, format_text
 
     ignore = _ignored(args.ignore)

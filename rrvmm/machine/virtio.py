@@ -22,6 +22,7 @@ from rrvmm.devices.bus import Bus, IrqLine
 from rrvmm.devices.virtio import (
     MMIO_SIZE,
     Disk,
+    DiskError,
     GuestMemoryError,
     VirtioBlk,
     VirtioConsole,
@@ -29,12 +30,13 @@ from rrvmm.devices.virtio import (
     VirtioNet,
     VirtioRng,
 )
+from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.machine.acpi import VirtioMmioSlot
 
 if TYPE_CHECKING:
     from rrvmm.cpu.backend import RecordableCpu
 
-__all__ = ["VirtioSet", "SLOTS", "VirtioHosts"]
+__all__ = ["VirtioSet", "SLOTS", "VirtioHosts", "open_disk"]
 
 log = logging.getLogger("rrvmm")
 
@@ -54,6 +56,15 @@ class VirtioHosts:
     disk: Disk | None = None
     net_out: Callable[[bytes], None] | None = None
     console_out: Callable[[bytes], None] | None = None
+
+
+def open_disk(path: str, mode: str) -> Disk:
+    """The block device's host end (``mode`` OVERLAY or WRITE_THROUGH); a disk image that
+    cannot be opened is a one-line RrvmmError, for run, record and replay alike."""
+    try:
+        return Disk(path, mode)
+    except (DiskError, ValueError) as e:
+        raise RrvmmError(str(e), ExitStatus.NO_INPUT) from None
 
 
 class _Memory:

@@ -34,6 +34,7 @@ import lz4.block
 import msgpack
 import xxhash
 
+from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.replay.errors import (
     NotATrace,
     TraceCorrupt,
@@ -51,6 +52,7 @@ __all__ = [
     "TraceStats",
     "TraceWriter",
     "TraceReader",
+    "open_trace",
     "TraceError",
     "TraceCorrupt",
     "TraceVersionError",
@@ -950,3 +952,18 @@ class TraceReader:
                 f"chunk payload does not decode: {exc}", chunk=number, offset=offset
             ) from None
         return events
+
+
+def open_trace(path: str | os.PathLike[str]) -> TraceReader:
+    """Open a trace for reading; every failure is a one-line RrvmmError (for the command
+    line, which prints it and exits with its status)."""
+    try:
+        return TraceReader(path)
+    except FileNotFoundError:
+        raise RrvmmError(f"trace not found: {path}", ExitStatus.NO_INPUT) from None
+    except IsADirectoryError:
+        raise RrvmmError(f"trace path is a directory: {path}", ExitStatus.NO_INPUT) from None
+    except TraceError as e:
+        raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
+    except OSError as e:
+        raise RrvmmError(f"cannot read trace {path}: {e.strerror}", ExitStatus.NO_INPUT) from None

@@ -10,7 +10,6 @@ device state, the trace cursor and the pages written since — and re-executes f
 
 from __future__ import annotations
 
-import io
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,19 +17,27 @@ from typing import Any
 from rrvmm.cpu.backend import ExitKind, RecordableCpu, VcpuExit
 from rrvmm.cpu.dirty import PAGE
 from rrvmm.cpu.mmu import PageFault, read_virtual, translate
-from rrvmm.host.terminal import SerialHost
-from rrvmm.launch import _checked, _images_for_replay, replay_backend, replay_machine
-from rrvmm.machine.pc import Machine, MachineStop, RunResult
+from rrvmm.machine.pc import MachineStop, RunResult
 from rrvmm.replay.container import TraceReader
+from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import (
     Landing,
-    LandingProbe,
     memory_fingerprint,
     pages_of,
     regs_fingerprint,
 )
-from rrvmm.replay.replayer import Replayer, TraceEnded
-from rrvmm.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
+from rrvmm.replay.replayer import TraceEnded
+from rrvmm.replay.rig import build_rig
+from rrvmm.target import (
+    REGISTER_NAMES,
+    Position,
+    RecordedExit,
+    RecordedImage,
+    Stop,
+    StopKind,
+    TargetError,
+    WatchKind,
+)
 
 __all__ = ["ReplayEngine", "Checkpoint"]
 
@@ -77,7 +84,7 @@ class _Hit(Exception):
 
 
 class ReplayEngine:
-    """Implements ``rrvmm.target.Target`` over a KVM replay of a trace."""
+    """Implements ``rrvmm.target.ReplayTarget`` over a replay of a trace."""
 
     def __init__(
         self,
@@ -90,27 +97,19 @@ class ReplayEngine:
         backend: str | None = None,
         disk: str | None = None,
     ) -> None:
-        header = reader.header
         self.reader = reader
-        images = _images_for_replay(header, kernel, initrd, reader)
-        self.config, self._hosts = replay_machine(header, images, disk, reader)
         self.total_exits = (reader.footer or {}).get("exits") or (
             reader.chunks[-1].last_exit if reader.chunks else 0
         )
-        self.cpu: RecordableCpu = replay_backend(header, backend, kvm_device)
-        self.cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
-        self.exact_flags = self.cpu.name == header.get("backend", "kvm")
-        # recorded and replayed on a CPU that counts instructions: landings by count
-        self.counter = self.cpu.instruction_counter()
-        self.exact_counts = self.exact_flags and self.counter is not None
-        self.output = io.BytesIO()
-        self.serial = SerialHost(output=self.output, input_fd=None)
-        self.replayer = Replayer(
-            lambda k: _checked(reader.events(k)), self.cpu, exact_flags=self.exact_flags
+        self._rig = build_rig(
+            reader, kernel=kernel, initrd=initrd, disk=disk, backend=backend, kvm_device=kvm_device
         )
-        self.probe = LandingProbe(self.cpu, self.exact_flags, self.exact_counts)
-        self.machine = Machine(self.config, self.cpu, self.replayer, self.serial, self._hosts)
-        self.machine.boot(images.kernel, images.initrd)
+        self.cpu: RecordableCpu = self._rig.cpu
+        self.counter = self.cpu.instruction_counter()  # landings by count, where it counts
+        self.serial = self._rig.serial
+        self.replayer = self._rig.replayer
+        self.machine = self._rig.machine
+        self.probe = self.replayer.probe
         self.slots = self.cpu.slots
         self.every = checkpoint_every
         self.breakpoints: set[int] = set()
@@ -711,6 +710,48 @@ class ReplayEngine:
             low |= int.from_bytes(raw[8:12], "little") << 32
         return low
 
+    # --- the recording (ReplayTarget) ---
+    @property
+    def end_reason(self) -> str | None:
+        return self.ended.reason if self.ended is not None else None
+
+    @property
+    def cpu_name(self) -> str:
+        return self.cpu.name
+
+    @property
+    def trace_path(self) -> str:
+        return str(self.reader.path)
+
+    def recorded_kernel(self) -> RecordedImage | None:
+        kernel = self.reader.header.get("images", {}).get("kernel")
+        return RecordedImage(kernel["path"], kernel["sha256"]) if kernel else None
+
+    def recorded_exits(self, start: int, count: int) -> list[RecordedExit]:
+        out: list[RecordedExit] = []
+        if count <= 0:
+            return out
+        for idx, ev in self.reader.events(start):
+            if idx < start or ev[0] != EventKind.EXIT:
+                continue
+            out.append(RecordedExit(idx, ExitKind(ev[1]).name, ev[2], ev[3], ev[4], ev[5]))
+            if len(out) >= count:
+                break
+        return out
+
+    def serial_output(self, last: int | None = None) -> bytes:
+        transcript = self.serial.transcript
+        return bytes(transcript if last is None else transcript[-last:])
+
+    def code_bits(self) -> int:
+        s = self.cpu.get_sregs()
+        cs = s["cs"]
+        if cs.get("l"):
+            return 64
+        if not s["cr0"] & 1:
+            return 16
+        return 32 if cs.get("db") else 16
+
     # --- monitor ---
     def monitor(self, command: str) -> str:
         from rrvmm.replay.monitor import run_monitor
@@ -718,7 +759,4 @@ class ReplayEngine:
         return run_monitor(self, command)
 
     def close(self) -> None:
-        self.replayer.close()
-        if self._hosts.disk is not None:
-            self._hosts.disk.close()
-        self.cpu.close()
+        self._rig.close()

@@ -21,6 +21,7 @@ from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import Landing, LandingProbe
 from rrvmm.replay.recorder import FORCED_EXITS, exit_event
 from rrvmm.seam import Seam
+from rrvmm.target import TargetDiverged
 
 if TYPE_CHECKING:
     from rrvmm.cpu.backend import CpuBackend, InstructionCounting, KernelIrqchip, RecordableCpu
@@ -33,7 +34,7 @@ _HALT_DIVERGENCE_POLL_NS = 20_000_000  # ... when no landing is due (a halt = di
 _EXIT_FIELDS = ("kind", "addr", "size", "value", "rip")
 
 
-class ReplayDivergence(Exception):
+class ReplayDivergence(TargetDiverged):
     """Replay left the recorded timeline; the message is the report."""
 
     def __init__(
@@ -109,7 +110,8 @@ class Replayer(Seam):
         """``events(k)`` iterates the trace's events from the first one at exit ``k``.
 
         ``exact_counts``: the trace was recorded on a backend that counts instructions
-        exactly and ``cpu`` is one too, so forced exits are found by their count.
+        exactly and ``cpu`` is one too, so forced exits are found by their count (the
+        replay rig decides it: ``rrvmm.replay.rig.counts_exactly``).
         """
         self.counter: InstructionCounting | None = cpu.instruction_counter()
         self.kernel_irqchip: KernelIrqchip | None = cpu.kernel_irqchip()
