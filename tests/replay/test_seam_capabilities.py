@@ -15,7 +15,7 @@ import pytest
 
 from rrvmm.cpu.backend import RecordableCpu
 from rrvmm.host.live_seam import InstructionClockSeam, LiveSeam
-from rrvmm.launch import make_backend
+from rrvmm.machine.cpu_choice import make_backend
 from rrvmm.replay.container import TraceReader, TraceWriter
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.recorder import Recorder
