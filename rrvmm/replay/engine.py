@@ -26,6 +26,14 @@ from rrvmm.replay.fingerprint import (
     pages_of,
     regs_fingerprint,
 )
+from rrvmm.replay.landing import (
+    HALTED_LANDING_POLL_NS,
+    STUCK_POLL_NS,
+    Halt,
+    after_kick,
+    forge_landing,
+    run_to_count,
+)
 from rrvmm.replay.replayer import TraceEnded
 from rrvmm.replay.rig import build_rig
 from rrvmm.target import (
@@ -70,10 +78,6 @@ class _Watch:
 
     def overlaps(self, addr: int, size: int) -> bool:
         return addr < self.address + self.length and self.address < addr + size
-
-
-_HALT_POLL_NS = 200_000  # kernel irqchip: a halted landing is due, look for it soon
-_STUCK_POLL_NS = 20_000_000  # otherwise only so that a stuck guest does not hang the stub
 
 
 class _Hit(Exception):
@@ -259,8 +263,7 @@ class ReplayEngine:
     def _land_without_progress(self) -> bool:
         landing = self.replayer.next_landing()
         if landing is not None and not landing.progressed:
-            self.probe.passed()
-            self._handle_exit(self.cpu.forge_exit(landing.kind, landing.rip))
+            self._handle_exit(forge_landing(self.cpu, self.probe, landing))
             return True
         return False
 
@@ -417,17 +420,18 @@ class ReplayEngine:
             if self.machine.kernel_lines is not None:
                 # a halted landing is no breakpoint hit: look at the vCPU now and then
                 halted = landing is not None and landing.halted
-                self.replayer.poll_vcpu(self.cpu, _HALT_POLL_NS if halted else _STUCK_POLL_NS)
+                self.replayer.poll_vcpu(
+                    self.cpu, HALTED_LANDING_POLL_NS if halted else STUCK_POLL_NS
+                )
             self.cpu.set_debug(sorted(set(arm)))
-            counter = self.counter if counted and landing is not None else None
-            if counter is not None:
-                counter.set_instruction_limit(landing.instructions)
             try:
-                ex = self.cpu.run()
+                ex = (
+                    run_to_count(self.cpu, self.counter, landing.instructions)
+                    if counted and self.counter is not None
+                    else self.cpu.run()
+                )
             finally:
                 self.cpu.set_debug([])
-                if counter is not None:
-                    counter.set_instruction_limit(None)
             self.n = None
             if counted and ex.kind is ExitKind.INTR and self.probe.matches(landing):
                 self._take_landing(landing)
@@ -451,11 +455,12 @@ class ReplayEngine:
                 self._watch_hit = None
                 continue
             if ex.kind is ExitKind.INTR:
-                lines = self.machine.kernel_lines
-                if lines is not None and lines.chip.halted():
-                    if landing is not None and landing.halted and self.probe.matches(landing):
+                if (lines := self.machine.kernel_lines) is not None:
+                    # a halted landing is no breakpoint hit: it is found when kicked
+                    halt = after_kick(lines.chip, self.probe, landing)
+                    if halt is Halt.LANDED:
                         self._take_landing(landing)
-                    elif lines.deliverable_vector() is None:
+                    elif halt is Halt.STUCK:
                         raise TargetError(
                             "replay diverged: the guest halted where the recording went on"
                         )

@@ -16,9 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from rrvmm.cpu.backend import GPR_NAMES, ExitKind, VcpuExit
 from rrvmm.host.kicker import Kicker
-from rrvmm.machine.interrupts import deliverable_vector
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import Landing, LandingProbe
+from rrvmm.replay.landing import (
+    HALTED_LANDING_POLL_NS,
+    STUCK_POLL_NS,
+    Halt,
+    after_kick,
+    forge_landing,
+    run_to_count,
+)
 from rrvmm.replay.recorder import FORCED_EXITS, exit_event
 from rrvmm.seam import Seam
 from rrvmm.target import TargetDiverged
@@ -29,8 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["Replayer", "ReplayDivergence", "TraceEnded", "ExitCheck"]
 
 _READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
-_HALT_LANDING_POLL_NS = 200_000  # kernel irqchip: how often replay looks for a halted vCPU
-_HALT_DIVERGENCE_POLL_NS = 20_000_000  # ... when no landing is due (a halt = divergence)
 _EXIT_FIELDS = ("kind", "addr", "size", "value", "rip")
 
 
@@ -386,17 +391,15 @@ class Replayer(Seam):
         probe = self.probe
         if not target.progressed:
             self.stats.forged += 1
-            probe.passed()  # the recorder's fingerprint consumed the dirty log here too
-            return cpu.forge_exit(kind, rip)
+            return forge_landing(cpu, probe, target)
         if probe.counted(target) and self.counter is not None:
             assert target.instructions is not None  # counted() checked it
             return self._land_by_count(cpu, self.counter, kind, target.instructions)
         chip = self.kernel_irqchip
         if target.halted and chip is not None:
             return self._land_halted(cpu, chip, target)
-        if probe.matches(target):
-            probe.passed()  # the kick came before the guest ran an instruction: we are there
-            return cpu.forge_exit(kind, rip)
+        if probe.matches(target):  # the kick came before the guest ran an instruction
+            return forge_landing(cpu, probe, target)
         at_hlt: bool | None = None
         cpu.set_debug([rip])
         try:
@@ -425,12 +428,12 @@ class Replayer(Seam):
     def _run_watching_halt(self, cpu: CpuBackend, chip: KernelIrqchip) -> VcpuExit:
         """Kernel irqchip: run, but a guest halted for good is a divergence, not a hang."""
         if self._poller is None:
-            self.poll_vcpu(cpu, _HALT_DIVERGENCE_POLL_NS)
+            self.poll_vcpu(cpu, STUCK_POLL_NS)
         while True:
             ex = cpu.run()
             if ex.kind is not ExitKind.INTR:
                 return ex
-            if chip.halted() and deliverable_vector(chip) is None:
+            if after_kick(chip, self.probe, None) is Halt.STUCK:
                 raise self._diverged(
                     "running guest", "a forced exit while running", f"halted at RIP {ex.rip:#x}"
                 )
@@ -439,19 +442,20 @@ class Replayer(Seam):
         """Kernel irqchip: run until the vCPU halts in the recorded HLT.
 
         A halted vCPU sits inside KVM_RUN and nothing but rrvmm can wake it, so the guest
-        is kicked (from ``_HALT_LANDING_POLL_NS`` on, backing off) until it is found halted;
+        is kicked (from ``HALTED_LANDING_POLL_NS`` on, backing off) until it is found halted;
         kicks are invisible to it. Halted in another state is a divergence: it would wait
         there for ever.
         """
-        self.poll_vcpu(cpu, _HALT_LANDING_POLL_NS)
+        self.poll_vcpu(cpu, HALTED_LANDING_POLL_NS)
         while True:
             ex = cpu.run()
             if ex.kind is not ExitKind.INTR:
                 return ex  # a real exit first: the verification reports it
-            if not chip.halted():
+            halt = after_kick(chip, self.probe, target)
+            if halt is Halt.RUNNING:
                 continue
             self.stats.landing_hits += 1
-            if self.probe.matches(target):
+            if halt is Halt.LANDED:
                 self.probe.passed()
                 ex.kind = target.kind
                 return ex
@@ -476,11 +480,7 @@ class Replayer(Seam):
         self, cpu: CpuBackend, counter: InstructionCounting, kind: ExitKind, count: int
     ) -> VcpuExit:
         """Run exactly to instruction ``count``: an exact CPU needs no search."""
-        counter.set_instruction_limit(count)
-        try:
-            ex = cpu.run()
-        finally:
-            counter.set_instruction_limit(None)
+        ex = run_to_count(cpu, counter, count)
         if ex.kind is ExitKind.INTR and counter.instructions == count:
             self.probe.passed()  # keep the dirty log in step with the recorder's
             ex.kind = kind
