@@ -91,7 +91,7 @@ class ExitCheck:
     """Called every ``every`` exits with (index, cpu); replay tests compare states."""
 
     every: int
-    callback: Callable[[int, Any], None]
+    callback: Callable[[int, RecordableCpu], None]
 
 
 @dataclass
