@@ -16,6 +16,7 @@ import pytest
 from rrvmm.cpu.backend import RecordableCpu
 from rrvmm.host.live_seam import InstructionClockSeam, LiveSeam
 from rrvmm.machine.cpu_choice import make_backend
+from rrvmm.machine.interrupts import line_vector, pending_vector
 from rrvmm.replay.container import TraceReader, TraceWriter
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.recorder import Recorder
@@ -87,3 +88,26 @@ def test_landings_carry_the_count_where_the_cpu_counts(name: str, tmp_path: Path
         assert len(landing) == 7  # no kernel irqchip: the halted flag is left out
     finally:
         cpu.close()
+
+
+@pytest.mark.kvm
+def test_kvms_own_8259_hands_out_raw_registers_the_model_reads() -> None:
+    cpu = make_backend("kvm", MEMORY, irqchip="kernel")
+    try:
+        chip = cpu.kernel_irqchip()
+        assert chip is not None and cpu.instruction_counter() is None
+        master, slave = chip.pic_registers()
+        assert (master.irr, master.isr) == (0, 0)
+        chip.set_irq_line(4, True)  # a rising edge on IRQ4 (COM1)
+        regs = chip.pic_registers()
+        assert regs[0].irr & (1 << 4)
+        assert pending_vector(regs) == line_vector(regs, 4)  # KVM's reset: vector base 0
+        chip.set_irq_line(4, False)
+    finally:
+        cpu.close()
+    for name in ("kvm", "soft"):
+        other = make_backend(name, MEMORY)
+        try:
+            assert other.kernel_irqchip() is None  # rrvmm's own 8259
+        finally:
+            other.close()
