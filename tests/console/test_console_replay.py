@@ -6,6 +6,7 @@ input, output read back as text.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from console_driver import Block, LiveConsole, run_script
 from rrvmm.console.commands import Console, describe_exit
 from rrvmm.console.disasm import disassemble
 from rrvmm.console.symbols import SymbolTable
-from rrvmm.target import Position
+from rrvmm.target import Position, ReplayTarget
 
 pytestmark = pytest.mark.kvm
 
@@ -83,6 +84,20 @@ def test_the_corruption_hunt(engine, corrupt_elf: Path, corrupt_symbols: SymbolT
     # the serial output of the replay so far: the second check_table has not run yet
     assert serial.lines[-1] == "corrupt: updating 8 entries"
     assert "PANIC" not in serial.text
+
+
+def test_the_engine_is_the_replay_target_the_console_drives(engine) -> None:
+    assert isinstance(engine, ReplayTarget)
+    assert [e.index for e in engine.recorded_exits(1, 3)] == [1, 2, 3]
+    last = engine.recorded_exits(engine.total_exits - 1, 10)
+    assert [e.index for e in last] == [engine.total_exits - 1, engine.total_exits]
+    assert engine.serial_output() == b"" and engine.end_reason is None
+    engine.goto_exit(engine.total_exits)
+    assert engine.end_reason is not None  # the guest's own end: isa-debug-exit
+    out = engine.serial_output()
+    assert hashlib.sha256(out).hexdigest() == engine.reader.footer["serial_sha256"]
+    assert engine.serial_output(12) == out[-12:]
+    assert engine.code_bits() in (32, 64)
 
 
 def _regs_and_memory(c: Console) -> tuple[str, str, dict[str, int]]:
