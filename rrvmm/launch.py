@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rrvmm import __version__
-from rrvmm.cpu.backend import CpuBackend
+from rrvmm.cpu.backend import CpuBackend, RecordableCpu
 from rrvmm.devices.virtio import OVERLAY, WRITE_THROUGH
 from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.host.live_seam import InstructionClockSeam, LiveSeam
@@ -44,8 +44,9 @@ __all__ = [
 
 def _live_seam(serial: SerialHost, cpu: CpuBackend, ports: dict[str, UdpPort]) -> LiveSeam:
     """Host inputs; guest time from the instruction count where the CPU counts exactly."""
-    if hasattr(cpu, "set_instruction_limit"):
-        return InstructionClockSeam(serial, cpu, ports)
+    counter = cpu.instruction_counter()
+    if counter is not None:
+        return InstructionClockSeam(serial, counter, ports)
     return LiveSeam(serial, ports)
 
 
@@ -87,7 +88,7 @@ def _machine_header(config: MachineConfig, cpu: CpuBackend, hosts: VirtioHosts) 
     out: dict[str, Any] = {
         "memory": config.memory,
         "cmdline": config.cmdline,
-        "irqchip": getattr(cpu, "irqchip", "user"),
+        "irqchip": "user" if cpu.kernel_irqchip() is None else "kernel",
         "virtio_cmdline": config.virtio_cmdline,
     }
     if hosts.disk is not None and config.disk:
@@ -107,7 +108,7 @@ def _boot(machine: Machine, images: GuestImages) -> None:
 def run_guest(
     images: GuestImages,
     config: MachineConfig,
-    cpu: CpuBackend,
+    cpu: RecordableCpu,
     serial: SerialHost,
     drive: Drive | None = None,
 ) -> RunResult:
@@ -130,7 +131,7 @@ def run_guest(
 def record_guest(
     images: GuestImages,
     config: MachineConfig,
-    cpu: CpuBackend,
+    cpu: RecordableCpu,
     serial: SerialHost,
     trace_path: Path,
     drive: Drive | None = None,

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from rrvmm.cpu.guest_clock import instructions_to_ns, instructions_until, ns_to_tsc
 from rrvmm.host.kicker import Kicker
 from rrvmm.seam import Seam
-from rrvmm.soft.guest_clock import instructions_to_ns, instructions_until, ns_to_tsc
 
 if TYPE_CHECKING:
-    from rrvmm.cpu.backend import CpuBackend
+    from rrvmm.cpu.backend import CpuBackend, InstructionCounting
     from rrvmm.host.terminal import SerialHost
     from rrvmm.host.udp import UdpPort
 
@@ -104,7 +104,7 @@ class LiveSeam(Seam):
 class InstructionClockSeam(LiveSeam):
     """Live inputs for a CPU that counts instructions: guest time is instruction time.
 
-    Guest time is ``instructions_to_ns(instructions)`` (``soft.guest_clock``: one
+    Guest time is ``instructions_to_ns(instructions)`` (``cpu.guest_clock``: one
     instruction is one nanosecond) plus the time the guest spent halted, and every clock
     the guest reads comes from it: the PIT through ``clock_ns``, the TSC through the
     backend (the same mapping, plus an offset that moves on with each halt), the RTC
@@ -118,10 +118,13 @@ class InstructionClockSeam(LiveSeam):
     """
 
     def __init__(
-        self, serial: SerialHost | None, cpu: CpuBackend, ports: dict[str, UdpPort] | None = None
+        self,
+        serial: SerialHost | None,
+        counter: InstructionCounting,
+        ports: dict[str, UdpPort] | None = None,
     ) -> None:
         super().__init__(serial, ports)
-        self._cpu = cpu
+        self._cpu = counter
         self._idle_ns = 0  # guest time spent halted
         self._wall0 = time.time()  # the RTC's time of day at guest time 0
 
@@ -131,7 +134,7 @@ class InstructionClockSeam(LiveSeam):
         self._start_ports(cpu)
 
     def clock_ns(self) -> int:
-        return instructions_to_ns(self._cpu.instructions) + self._idle_ns  # type: ignore[attr-defined]
+        return instructions_to_ns(self._cpu.instructions) + self._idle_ns
 
     def wall_time(self) -> float:
         return self._wall0 + self.clock_ns() / 1e9
@@ -143,11 +146,10 @@ class InstructionClockSeam(LiveSeam):
         return now if now >= deadline_ns else None
 
     def entering_guest(self, deadline_ns: int | None, poll_ns: int | None = None) -> None:
-        cpu: Any = self._cpu
         limit = None
         if deadline_ns is not None:
-            limit = cpu.instructions + instructions_until(deadline_ns - self.clock_ns())
-        cpu.set_instruction_limit(limit)
+            limit = self._cpu.instructions + instructions_until(deadline_ns - self.clock_ns())
+        self._cpu.set_instruction_limit(limit)
 
     def idle(self, deadline_ns: int | None) -> None:
         start = time.monotonic_ns()
@@ -166,5 +168,4 @@ class InstructionClockSeam(LiveSeam):
                 elapsed = max(0, deadline_ns - self.clock_ns())
         before = self._idle_ns
         self._idle_ns += elapsed
-        cpu: Any = self._cpu
-        cpu.tsc_offset += ns_to_tsc(self._idle_ns) - ns_to_tsc(before)  # the TSC keeps pace
+        self._cpu.tsc_offset += ns_to_tsc(self._idle_ns) - ns_to_tsc(before)  # the TSC keeps pace

@@ -1,14 +1,16 @@
 """Choosing the CPU backend a machine runs on, and the CPUID table a new recording gets.
 
 The one place that names the concrete backends (KVM, the software CPU): everything else
-takes a ``CpuBackend``. Run, record and replay (``rrvmm.replay.rig``) all come here.
+takes a ``CpuBackend`` or, to record and replay, a ``RecordableCpu``, and asks it for the
+rest (``instruction_counter()``, ``kernel_irqchip()``). Run, record and replay
+(``rrvmm.replay.rig``) all come here.
 """
 
 from __future__ import annotations
 
 import sys
 
-from rrvmm.cpu.backend import BackendUnavailable, CpuBackend
+from rrvmm.cpu.backend import BackendUnavailable, CpuBackend, RecordableCpu
 from rrvmm.cpu.cpuid import filter_cpuid
 from rrvmm.errors import ExitStatus, RrvmmError
 
@@ -20,11 +22,13 @@ DEFAULT_KVM_IRQCHIP = "user"  # bench/irqchip.py: the faster exact mode on KVM
 
 def make_backend(
     name: str, memory: int, kvm_device: str = "/dev/kvm", irqchip: str | None = None
-) -> CpuBackend:
+) -> RecordableCpu:
     """The CPU backend ``name``: 'kvm', 'soft', or 'auto' (KVM where usable, else soft).
 
     ``irqchip``: 'user' or 'kernel' (KVM only); None picks the backend's default.
     RrvmmError (one line, a distinct status) when the named one cannot be had.
+    Every backend can be recorded; what else it can do it tells through
+    ``instruction_counter()`` and ``kernel_irqchip()``, asked once by each user.
     """
     from rrvmm.kvm.kvm_backend import KvmBackend
 

@@ -34,7 +34,7 @@ from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.machine.acpi import VirtioMmioSlot
 
 if TYPE_CHECKING:
-    from rrvmm.cpu.backend import CpuBackend
+    from rrvmm.cpu.backend import RecordableCpu
 
 __all__ = ["VirtioSet", "SLOTS", "VirtioHosts", "open_disk"]
 
@@ -71,8 +71,8 @@ class _Memory:
     """Guest RAM for device DMA: writes are marked dirty like guest stores, so landings
     and checkpoints see what a device wrote."""
 
-    def __init__(self, cpu: CpuBackend) -> None:
-        self._cpu: Any = cpu
+    def __init__(self, cpu: RecordableCpu) -> None:
+        self._cpu = cpu
 
     def read(self, gpa: int, size: int) -> bytes:
         try:
@@ -95,7 +95,7 @@ class VirtioSet:
 
     def __init__(
         self,
-        cpu: CpuBackend,
+        cpu: RecordableCpu,
         mmio: Bus,
         irq: Callable[[int, bool], None],
         hosts: VirtioHosts,

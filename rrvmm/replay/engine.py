@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rrvmm.cpu.backend import ExitKind, VcpuExit
+from rrvmm.cpu.backend import ExitKind, RecordableCpu, VcpuExit
+from rrvmm.cpu.dirty import PAGE
 from rrvmm.cpu.mmu import PageFault, read_virtual, translate
-from rrvmm.kvm.memslots import PAGE
 from rrvmm.machine.pc import MachineStop, RunResult
 from rrvmm.replay.container import TraceReader
 from rrvmm.replay.events import EventKind
@@ -109,7 +109,8 @@ class ReplayEngine:
         self._rig = build_rig(
             reader, kernel=kernel, initrd=initrd, disk=disk, backend=backend, kvm_device=kvm_device
         )
-        self.cpu: Any = self._rig.cpu
+        self.cpu: RecordableCpu = self._rig.cpu
+        self.counter = self.cpu.instruction_counter()  # landings by count, where it counts
         self.serial = self._rig.serial
         self.replayer = self._rig.replayer
         self.machine = self._rig.machine
@@ -336,14 +337,14 @@ class ReplayEngine:
             self._take_landing(landing)
             return None
         vector = self.machine.last_vector if injected else None
-        if self.machine.kernel_irqchip:
-            vector = self.cpu.deliverable_vector()  # KVM's 8259 delivers at the next entry
-            if vector is None and self.cpu.halted():
+        if (lines := self.machine.kernel_lines) is not None:
+            vector = lines.deliverable_vector()  # KVM's 8259 delivers at the next entry
+            if vector is None and lines.chip.halted():
                 raise TargetError(
                     "replay diverged: the guest is halted here, the recording goes on"
                 )
-            if vector is None and self.cpu.at_hlt():
-                self.cpu.halt()  # a single-stepped HLT would block inside KVM
+            if vector is None and lines.chip.at_hlt():
+                lines.chip.halt()  # a single-stepped HLT would block inside KVM
                 return self._stepped()
         if vector is not None:
             # the interrupt is delivered at entry: stop at the handler's first instruction
@@ -417,7 +418,7 @@ class ReplayEngine:
             if landing is not None and rip == landing.rip and self.probe.matches(landing):
                 self._take_landing(landing)
                 continue
-            if self.machine.kernel_irqchip:
+            if self.machine.kernel_lines is not None:
                 # a halted landing is no breakpoint hit: look at the vCPU now and then
                 halted = landing is not None and landing.halted
                 self.replayer.poll_vcpu(
@@ -425,7 +426,11 @@ class ReplayEngine:
                 )
             self.cpu.set_debug(sorted(set(arm)))
             try:
-                ex = run_to_count(self.cpu, landing.instructions) if counted else self.cpu.run()
+                ex = (
+                    run_to_count(self.cpu, self.counter, landing.instructions)
+                    if counted and self.counter is not None
+                    else self.cpu.run()
+                )
             finally:
                 self.cpu.set_debug([])
             self.n = None
@@ -451,9 +456,9 @@ class ReplayEngine:
                 self._watch_hit = None
                 continue
             if ex.kind is ExitKind.INTR:
-                if self.machine.kernel_irqchip:
+                if (lines := self.machine.kernel_lines) is not None:
                     # a halted landing is no breakpoint hit: it is found when kicked
-                    halt = after_kick(self.cpu, self.probe, landing)
+                    halt = after_kick(lines.chip, self.probe, landing)
                     if halt is Halt.LANDED:
                         self._take_landing(landing)
                     elif halt is Halt.STUCK:

@@ -7,7 +7,7 @@ with the time, so the time is rebuilt from the events that do carry it:
 - CLOCK ``[clock_ns]``: a device read the guest clock while handling that exit: exact.
 - LANDING with an instruction count (software backend): guest time there is
   ``instructions_to_ns(count)`` plus the time the guest spent halted so far
-  (``soft.guest_clock``), exact.
+  (``cpu.guest_clock``), exact.
 - TSC ``[tsc_offset]`` (software backend): the guest halted in that exit and its clocks
   moved on; the offset grew by the halted time. Exits after it are that much later.
 - the footer's ``guest_ns``: the guest clock when the recording ended (traces from before
@@ -29,9 +29,9 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
+from rrvmm.cpu.guest_clock import TSC_HZ, instructions_to_ns
 from rrvmm.replay.container import TraceReader
 from rrvmm.replay.events import EventKind
-from rrvmm.soft.guest_clock import TSC_HZ, instructions_to_ns
 
 __all__ = ["GuestTimeMap", "guest_time_map"]
 

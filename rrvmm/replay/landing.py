@@ -11,9 +11,15 @@ inside KVM after a kick means. The fingerprint itself is ``fingerprint.LandingPr
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
 
-from rrvmm.cpu.backend import VcpuExit
+from rrvmm.cpu.backend import (
+    CpuBackend,
+    InstructionCounting,
+    KernelIrqchip,
+    RecordableCpu,
+    VcpuExit,
+)
+from rrvmm.machine.interrupts import deliverable_vector
 from rrvmm.replay.fingerprint import Landing, LandingProbe
 
 __all__ = [
@@ -41,20 +47,20 @@ class Halt(Enum):
     STUCK = "stuck"  # halted with nothing to wake it: nothing in the recording waits here
 
 
-def after_kick(cpu: Any, probe: LandingProbe, landing: Landing | None) -> Halt:
+def after_kick(chip: KernelIrqchip, probe: LandingProbe, landing: Landing | None) -> Halt:
     """Classify a kicked kernel-irqchip vCPU against the forced exit due (``landing``).
 
     The landing is only compared when the vCPU is halted and a halted landing is due; a
     vCPU halted in another state is WAKING or STUCK by whether an interrupt is deliverable.
     """
-    if not cpu.halted():
+    if not chip.halted():
         return Halt.RUNNING
     if landing is not None and landing.halted and probe.matches(landing):
         return Halt.LANDED
-    return Halt.STUCK if cpu.deliverable_vector() is None else Halt.WAKING
+    return Halt.STUCK if deliverable_vector(chip) is None else Halt.WAKING
 
 
-def forge_landing(cpu: Any, probe: LandingProbe, landing: Landing) -> VcpuExit:
+def forge_landing(cpu: RecordableCpu, probe: LandingProbe, landing: Landing) -> VcpuExit:
     """The recorded forced exit, reported without running: the kick came before the guest
     ran an instruction (or the CPU already stands in the recorded state). What the guest
     wrote so far is behind the fingerprint, as the recorder's own read of the log was."""
@@ -62,11 +68,12 @@ def forge_landing(cpu: Any, probe: LandingProbe, landing: Landing) -> VcpuExit:
     return cpu.forge_exit(landing.kind, landing.rip)
 
 
-def run_to_count(cpu: Any, count: int) -> VcpuExit:
-    """Run a CPU that counts instructions exactly to instruction ``count`` (an INTR exit
-    there) or to an earlier real exit; the limit is gone again afterwards."""
-    cpu.set_instruction_limit(count)
+def run_to_count(cpu: CpuBackend, counter: InstructionCounting, count: int) -> VcpuExit:
+    """Run a CPU that counts instructions exactly (``counter``: the same CPU, as it counts)
+    to instruction ``count`` (an INTR exit there) or to an earlier real exit; the limit is
+    gone again afterwards."""
+    counter.set_instruction_limit(count)
     try:
         return cpu.run()
     finally:
-        cpu.set_instruction_limit(None)
+        counter.set_instruction_limit(None)

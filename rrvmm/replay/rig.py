@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from rrvmm.cpu.backend import CpuBackend
+from rrvmm.cpu.backend import RecordableCpu
 from rrvmm.devices.virtio import OVERLAY, Disk
 from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.host.terminal import SerialHost
@@ -50,7 +50,7 @@ class ReplayRig:
     images: GuestImages
     config: MachineConfig
     hosts: VirtioHosts
-    cpu: CpuBackend
+    cpu: RecordableCpu
     serial: SerialHost
     replayer: Replayer
     machine: Machine
@@ -118,10 +118,10 @@ def build_rig(
     )
 
 
-def counts_exactly(recorded_on: str, cpu: CpuBackend) -> bool:
+def counts_exactly(recorded_on: str, cpu: RecordableCpu) -> bool:
     """Forced exits are found by instruction count: the trace was recorded on a CPU that
     counts instructions exactly and ``cpu`` is the same kind (KVM counts none)."""
-    return recorded_on == cpu.name and hasattr(cpu, "set_instruction_limit")
+    return recorded_on == cpu.name and cpu.instruction_counter() is not None
 
 
 def checked_events(events: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
@@ -235,7 +235,7 @@ def _embedded_disk_hosts(trace: TraceReader) -> VirtioHosts | None:
         os.unlink(name)
 
 
-def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str) -> CpuBackend:
+def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str) -> RecordableCpu:
     """A CPU for replaying a trace with this header: its backend and interrupt controller.
 
     A kernel-irqchip trace needs KVM's own 8259 again: where its interrupts land is KVM's

@@ -8,6 +8,5 @@
 - ``dirty``: the dirty-page log (userfaultfd write-protect, or page hashes)
 - ``hooks``: the callbacks unicorn calls while the guest runs
 - ``runner``: ``run()`` itself: chunks, stops, exits, instruction bookkeeping
-- ``guest_clock``: guest time and the TSC as pure functions of the instruction count
 - ``slots``: KVM ``MemorySlots``' interface: dirty-page consumers, protected pages
 """

@@ -12,7 +12,7 @@ Instruction positions are exact and repeatable: ``instructions`` counts every in
 the guest completed. A ``rep`` string instruction counts once per iteration plus once for
 its final RCX=0 check (QEMU's model: after the last iteration RIP is still at the ``rep``).
 A faulting instruction does not count; INT n, INT3 and SYSCALL do. RDTSC/RDTSCP return
-``guest_tsc(instructions, tsc_offset)`` (``soft.guest_clock``: one tick per instruction at
+``guest_tsc(instructions, tsc_offset)`` (``cpu.guest_clock``: one tick per instruction at
 1 GHz; MSR 0x10 writes and halts move the offset): a virtual clock that advances inside a
 chunk and repeats exactly on replay.
 
@@ -33,13 +33,19 @@ from __future__ import annotations
 import ctypes
 import mmap
 
-from rrvmm.cpu.backend import BackendError, ExitKind, VcpuExit
+from rrvmm.cpu.backend import (
+    BackendError,
+    ExitKind,
+    InstructionCounting,
+    KernelIrqchip,
+    VcpuExit,
+)
 from rrvmm.cpu.cpuid import filter_cpuid
+from rrvmm.cpu.guest_clock import guest_tsc
 from rrvmm.soft import layout as L
 from rrvmm.soft.dirty import DirtyLog
 from rrvmm.soft.engine import Engine
 from rrvmm.soft.events import Delivery
-from rrvmm.soft.guest_clock import guest_tsc
 from rrvmm.soft.hooks import Hooks
 from rrvmm.soft.mmu import HIGH_BASE, PhysMemory, Walker
 from rrvmm.soft.runner import CHUNK, WINDOW_CHUNK, RunLoop
@@ -180,6 +186,13 @@ class SoftBackend(RunLoop):
         if L.MSR_TSC in values:
             self.tsc_offset = values[L.MSR_TSC] - guest_tsc(self.instructions, 0)
         self.regfile.set_msrs(values)
+
+    # --- capabilities ---
+    def instruction_counter(self) -> InstructionCounting | None:
+        return self
+
+    def kernel_irqchip(self) -> KernelIrqchip | None:
+        return None  # rrvmm's 8259 is the only interrupt controller here
 
     def set_instruction_limit(self, n: int | None) -> None:
         """Make ``run()`` return INTR when ``instructions`` reaches ``n`` (absolute; once)."""

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from test_linux_guest import APPEND, MACHINE
 
+from rrvmm.cpu.guest_clock import NS_PER_INSTRUCTION, TSC_HZ
 from rrvmm.replay.container import TraceReader
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.timeline import SerialDecoder
-from rrvmm.soft.guest_clock import NS_PER_INSTRUCTION, TSC_HZ
 from rrvmm_cli import rrvmm
 
 QUICK_PIT_PPM = 500  # quick_pit_calibrate iterates until its error is below 500 ppm

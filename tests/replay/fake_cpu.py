@@ -1,7 +1,8 @@
 """A scripted CPU for unit tests of the recorder and the replayer (no KVM, no unicorn).
 
 It implements ``rrvmm.cpu.backend.CpuBackend`` and the calls the record/replay seams make
-beyond it (dirty log, forged exits, debug registers, an exact instruction count). The
+beyond it (``RecordableCpu``'s dirty log, forged exits and debug registers; it is its own
+``InstructionCounting``, as the software CPU is). The
 guest is a script of ``Step``s: run so many instructions (storing to memory on the way),
 then exit. The registers follow the instruction count, so two points of the script have
 equal registers only if they are the same point, as with a real guest that makes progress.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rrvmm.cpu.backend import GPR_NAMES, ExitKind, VcpuExit
+from rrvmm.cpu.backend import GPR_NAMES, ExitKind, InstructionCounting, KernelIrqchip, VcpuExit
 
 PAGE = 4096
 
@@ -119,6 +120,12 @@ class FakeCpu:
 
     def close(self) -> None:
         self.closed = True
+
+    def instruction_counter(self) -> InstructionCounting | None:
+        return self  # exact, as the software CPU counts
+
+    def kernel_irqchip(self) -> KernelIrqchip | None:
+        return None
 
     # --- what the recorder and the replayer use beyond it ---
     def enable_dirty_log(self) -> None:

@@ -14,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from machines import MACHINES
+from rrvmm.cpu.backend import ExitKind
+from rrvmm.replay.container import TraceError, TraceReader
+from rrvmm.replay.events import EventKind
 from rrvmm_cli import rrvmm, rrvmm_after
 
+COM1 = 0x3F8
 GUESTS = [
     ("hello", "exit=0", b"", 0),
     ("timer", "", b"", 0),
@@ -189,6 +193,19 @@ def test_not_a_trace(any_backend: str, tmp_path: Path) -> None:
         assert r.status == 73 and len(r.err.strip().splitlines()) == 1
 
 
+def _serial_on_disk(trace: Path) -> bytes:
+    """What the guest wrote to COM1, as far as the (still growing) trace on disk tells."""
+    try:
+        with TraceReader(trace) as reader:
+            return b"".join(
+                ev[4].to_bytes(1, "little")
+                for _, ev in reader.events()
+                if ev[0] == EventKind.EXIT and ev[1] == ExitKind.IO_OUT and ev[2:4] == (COM1, 1)
+            )
+    except TraceError:
+        return b""  # not even a header yet
+
+
 def test_recording_killed_with_sigkill_stays_replayable(  # noqa: ANN001
     any_backend: str, tmp_path: Path, guest
 ) -> None:
@@ -205,7 +222,9 @@ def test_recording_killed_with_sigkill_stays_replayable(  # noqa: ANN001
     deadline = time.monotonic() + 30
     while b"> before the kill" not in seen and time.monotonic() < deadline:
         seen += p.stdout.read1(4096)
-    time.sleep(0.6)  # the recorder flushes while the guest waits for input
+    # the recorder flushes while the guest waits for input: kill once the echo is on disk
+    while b"> before the kill" not in _serial_on_disk(trace) and time.monotonic() < deadline:
+        time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     p.wait()
     rep = rrvmm("replay", str(trace), stdin=None)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 
+from rrvmm.cpu import guest_clock as G
 from rrvmm.devices.pit import PIT_HZ
 from rrvmm.host.live_seam import InstructionClockSeam
-from rrvmm.soft import guest_clock as G
 from rrvmm.soft.backend import SoftBackend
 from rrvmm_cli import rrvmm
 
