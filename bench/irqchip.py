@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from timing import timed  # noqa: E402
 
-from rrvmm.launch import GuestImages  # noqa: E402
+from rrvmm.machine.images import GuestImages  # noqa: E402
 from rrvmm.machine.pc import MachineConfig  # noqa: E402
 
 MEMORY = 32 << 20

@@ -23,8 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from rrvmm.host.terminal import SerialHost  # noqa: E402
-from rrvmm.launch import GuestImages, make_backend, run_guest  # noqa: E402
+from rrvmm.launch import run_guest  # noqa: E402
 from rrvmm.machine.boot.multiboot import load_multiboot  # noqa: E402
+from rrvmm.machine.cpu_choice import make_backend  # noqa: E402
+from rrvmm.machine.images import GuestImages  # noqa: E402
 from rrvmm.machine.pc import MachineConfig  # noqa: E402
 
 MEMORY = 16 << 20

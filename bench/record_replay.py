@@ -22,15 +22,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from rrvmm.host.terminal import SerialHost  # noqa: E402
-from rrvmm.launch import (  # noqa: E402
-    GuestImages,
-    make_backend,
-    open_trace,
-    record_guest,
-    replay_trace,
-    run_guest,
-)
+from rrvmm.launch import record_guest, replay_trace, run_guest  # noqa: E402
+from rrvmm.machine.cpu_choice import make_backend  # noqa: E402
+from rrvmm.machine.images import GuestImages  # noqa: E402
 from rrvmm.machine.pc import MachineConfig  # noqa: E402
+from rrvmm.replay.container import open_trace  # noqa: E402
 
 MEMORY = 32 << 20
 CASES = [

@@ -26,8 +26,11 @@ sys.path.insert(0, str(REPO))
 from elftools.elf.elffile import ELFFile  # noqa: E402
 
 from rrvmm.host.terminal import SerialHost  # noqa: E402
-from rrvmm.launch import GuestImages, make_backend, open_trace, record_guest  # noqa: E402
+from rrvmm.launch import record_guest  # noqa: E402
+from rrvmm.machine.cpu_choice import make_backend  # noqa: E402
+from rrvmm.machine.images import GuestImages  # noqa: E402
 from rrvmm.machine.pc import MachineConfig  # noqa: E402
+from rrvmm.replay.container import open_trace  # noqa: E402
 from rrvmm.replay.engine import ReplayEngine  # noqa: E402
 from rrvmm.target import Position  # noqa: E402
 

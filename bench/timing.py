@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 from rrvmm.host.terminal import SerialHost
-from rrvmm.launch import GuestImages, make_backend, record_guest, run_guest
+from rrvmm.launch import record_guest, run_guest
+from rrvmm.machine.cpu_choice import make_backend
+from rrvmm.machine.images import GuestImages
 from rrvmm.machine.pc import MachineConfig, RunResult
 
 

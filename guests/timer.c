@@ -16,8 +16,17 @@ static void timer_tick(struct isr_frame *f)
 	ticks++;
 }
 
-/* Two reads in a row: both within (0, divisor], and at least one of a few
- * pairs strictly decreasing (a pair may straddle a reload). */
+/* Spin for a few microseconds, longer than one PIT clock (838 ns) on any CPU
+ * here: the software CPU's port accesses take no guest time (guest time is its
+ * instruction count, 1 ns each), so two reads back to back may see one count. */
+static void spin(void)
+{
+	for (volatile int i = 0; i < 4000; i++)
+		;
+}
+
+/* Two reads a few microseconds apart: both within (0, divisor], and at least
+ * one of a few pairs strictly decreasing (a pair may straddle a reload). */
 static int counts_plausible(unsigned divisor, int readback)
 {
 	int decreasing = 0;
@@ -26,9 +35,11 @@ static int counts_plausible(unsigned divisor, int readback)
 		uint8_t st = 0x34, st2 = 0x34;
 		if (readback) {
 			pit_readback(&st, &a);
+			spin();
 			pit_readback(&st2, &b);
 		} else {
 			a = pit_latch_count();
+			spin();
 			b = pit_latch_count();
 		}
 		/* status: access lobyte/hibyte (11), mode 2 (010), binary. */

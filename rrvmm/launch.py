@@ -1,16 +1,15 @@
-"""Putting a machine together for run, record and replay: the one place that does it.
+"""The composition root: run, record and replay a guest.
 
-``GuestImages`` are the files a guest boots from (read once, hashed for the trace header);
-``run``, ``record`` and ``replay`` build the same machine around a different seam.
+``run`` and ``record`` build the machine around a live seam (the recorder writes what it
+lets through), from ``GuestImages`` (rrvmm.machine.images) and a CPU from ``make_backend``
+(rrvmm.machine.cpu_choice). ``replay`` runs the machine the replay rig
+(rrvmm.replay.rig) puts together from a trace, to its end, and says whether it matched.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,117 +17,37 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from rrvmm import __version__
-from rrvmm.cpu.backend import BackendUnavailable, CpuBackend
-from rrvmm.cpu.cpuid import filter_cpuid
-from rrvmm.devices.virtio import OVERLAY, WRITE_THROUGH, Disk, DiskError
+from rrvmm.cpu.backend import CpuBackend, RecordableCpu
+from rrvmm.devices.virtio import OVERLAY, WRITE_THROUGH
 from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.host.live_seam import InstructionClockSeam, LiveSeam
 from rrvmm.host.terminal import SerialHost
 from rrvmm.host.udp import UdpPort, parse_udp
-from rrvmm.machine.boot.kernel import read_image
+from rrvmm.machine.cpu_choice import guest_cpuid
+from rrvmm.machine.images import GuestImages
 from rrvmm.machine.pc import Machine, MachineConfig, RunResult
-from rrvmm.machine.virtio import VirtioHosts
-from rrvmm.replay.container import TraceError, TraceReader, TraceWriter
+from rrvmm.machine.virtio import VirtioHosts, open_disk
+from rrvmm.replay.container import TraceReader, TraceWriter
 from rrvmm.replay.footer_check import end_disagreement
 from rrvmm.replay.recorder import Recorder
 from rrvmm.replay.replayer import ExitCheck, ReplayDivergence, Replayer, TraceEnded
-from rrvmm.replay.schema import TRACE_SCHEMA
+from rrvmm.replay.rig import build_rig
+
+Drive = Callable[[Machine], RunResult]  # runs a booted machine to its end (e.g. under gdb)
 
 __all__ = [
-    "GuestImages",
-    "make_backend",
     "run_guest",
     "record_guest",
     "replay_trace",
     "ReplayOutcome",
-    "open_trace",
 ]
-
-
-@dataclass
-class GuestImages:
-    kernel_path: Path
-    kernel: bytes
-    initrd_path: Path | None = None
-    initrd: bytes | None = None
-
-    @classmethod
-    def load(cls, kernel: str | Path, initrd: str | Path | None = None) -> GuestImages:
-        kp = Path(kernel)
-        ip = Path(initrd) if initrd else None
-        return cls(kp, read_image(kp), ip, read_image(ip, "initrd") if ip else None)
-
-    def describe(self) -> dict[str, Any]:
-        out = {"kernel": _image_entry(self.kernel_path, self.kernel)}
-        if self.initrd_path is not None and self.initrd is not None:
-            out["initrd"] = _image_entry(self.initrd_path, self.initrd)
-        return out
-
-
-def _image_entry(path: Path, data: bytes) -> dict[str, Any]:
-    return {
-        "path": str(path.resolve()),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": len(data),
-    }
-
-
-DEFAULT_KVM_IRQCHIP = "user"  # bench/irqchip.py: the faster exact mode on KVM
-
-
-def make_backend(
-    name: str, memory: int, kvm_device: str = "/dev/kvm", irqchip: str | None = None
-) -> CpuBackend:
-    """The CPU backend ``name``: 'kvm', 'soft', or 'auto' (KVM where usable, else soft).
-
-    ``irqchip``: 'user' or 'kernel' (KVM only); None picks the backend's default.
-    RrvmmError (one line, a distinct status) when the named one cannot be had.
-    """
-    from rrvmm.kvm.kvm_backend import KvmBackend
-
-    if irqchip not in (None, "user", "kernel"):
-        raise RrvmmError(f"unknown irqchip {irqchip!r} (user or kernel)", ExitStatus.USAGE)
-    if name == "soft" and irqchip == "kernel":
-        raise RrvmmError(
-            "--irqchip kernel needs the KVM backend (the software CPU has rrvmm's 8259 only)",
-            ExitStatus.USAGE,
-        )
-    if name in ("kvm", "auto"):
-        try:
-            return KvmBackend(memory, kvm_device, irqchip or DEFAULT_KVM_IRQCHIP)
-        except BackendUnavailable as e:
-            if name == "kvm" or irqchip == "kernel":
-                raise RrvmmError(f"KVM is not usable: {e}", ExitStatus.NO_KVM) from None
-            print(f"rrvmm: KVM is not usable ({e}); using the software backend", file=sys.stderr)
-    elif name != "soft":
-        raise RrvmmError(f"unknown backend {name!r} (kvm, soft or auto)", ExitStatus.USAGE)
-    from rrvmm.soft.backend import SoftBackend
-
-    try:
-        return SoftBackend(memory)
-    except BackendUnavailable as e:
-        raise RrvmmError(f"the software backend is not usable: {e}", ExitStatus.NO_KVM) from None
-
-
-def _guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:
-    """The CPUID table for a new recording: KVM's own, filtered, wherever KVM exists.
-
-    XSAVE and what depends on it are hidden: KVM's instruction emulator (kvm_pvm hosts)
-    cannot execute XRSTOR, and the software backend keeps the same table.
-    """
-    from rrvmm.kvm.kvm_backend import KvmBackend
-
-    if isinstance(cpu, KvmBackend):
-        return filter_cpuid(cpu.kvm.supported_cpuid(), hide_xsave=True)
-    from rrvmm.cpu.cpuid_table import DEFAULT_CPUID
-
-    return [tuple(r) for r in DEFAULT_CPUID]
 
 
 def _live_seam(serial: SerialHost, cpu: CpuBackend, ports: dict[str, UdpPort]) -> LiveSeam:
     """Host inputs; guest time from the instruction count where the CPU counts exactly."""
-    if hasattr(cpu, "set_instruction_limit"):
-        return InstructionClockSeam(serial, cpu, ports)
+    counter = cpu.instruction_counter()
+    if counter is not None:
+        return InstructionClockSeam(serial, counter, ports)
     return LiveSeam(serial, ports)
 
 
@@ -139,29 +58,25 @@ def _close_hosts(hosts: VirtioHosts, ports: dict[str, UdpPort]) -> None:
         hosts.disk.close()
 
 
-def _virtio_hosts(config: MachineConfig, live: bool) -> tuple[VirtioHosts, dict[str, UdpPort]]:
-    """The host ends of the virtio devices. Replay (``live`` False) opens the disk image
-    read-only behind an overlay whatever the recording did, and has no network peers."""
+def _virtio_hosts(config: MachineConfig) -> tuple[VirtioHosts, dict[str, UdpPort]]:
+    """The host ends of the virtio devices for a live run: the disk image (written to only
+    if asked), and UDP ports for the network and console peers. (Replay has its own:
+    ``rrvmm.replay.rig.replay_machine``.)"""
     disk = None
     if config.disk:
-        mode = WRITE_THROUGH if live and config.disk_write else OVERLAY
-        try:
-            disk = Disk(config.disk, mode)
-        except (DiskError, ValueError) as e:
-            raise RrvmmError(str(e), ExitStatus.NO_INPUT) from None
+        disk = open_disk(config.disk, WRITE_THROUGH if config.disk_write else OVERLAY)
     ports: dict[str, UdpPort] = {}
-    if live:
-        for name, spec, option in (
-            ("net", config.net, "--net"), ("console", config.vconsole, "--vconsole")
-        ):  # fmt: skip
-            if not spec:
-                continue
-            try:
-                ports[name] = UdpPort(*parse_udp(spec, option), name=option)
-            except ValueError as e:
-                raise RrvmmError(str(e), ExitStatus.USAGE) from None
-            except OSError as e:
-                raise RrvmmError(f"{option} {spec}: {e.strerror}", ExitStatus.USAGE) from None
+    for name, spec, option in (
+        ("net", config.net, "--net"), ("console", config.vconsole, "--vconsole")
+    ):  # fmt: skip
+        if not spec:
+            continue
+        try:
+            ports[name] = UdpPort(*parse_udp(spec, option), name=option)
+        except ValueError as e:
+            raise RrvmmError(str(e), ExitStatus.USAGE) from None
+        except OSError as e:
+            raise RrvmmError(f"{option} {spec}: {e.strerror}", ExitStatus.USAGE) from None
     hosts = VirtioHosts(
         disk,
         ports["net"].send if "net" in ports else None,
@@ -174,7 +89,7 @@ def _machine_header(config: MachineConfig, cpu: CpuBackend, hosts: VirtioHosts) 
     out: dict[str, Any] = {
         "memory": config.memory,
         "cmdline": config.cmdline,
-        "irqchip": getattr(cpu, "irqchip", "user"),
+        "irqchip": "user" if cpu.kernel_irqchip() is None else "kernel",
         "virtio_cmdline": config.virtio_cmdline,
     }
     if hosts.disk is not None and config.disk:
@@ -194,19 +109,21 @@ def _boot(machine: Machine, images: GuestImages) -> None:
 def run_guest(
     images: GuestImages,
     config: MachineConfig,
-    cpu: CpuBackend,
+    cpu: RecordableCpu,
     serial: SerialHost,
+    drive: Drive | None = None,
 ) -> RunResult:
-    """Run live, no recording."""
-    cpu.set_cpuid(_guest_cpuid(cpu))
-    hosts, ports = _virtio_hosts(config, live=True)
+    """Run live, no recording; ``drive`` runs the booted machine instead of ``Machine.run``
+    (`run --gdb`)."""
+    cpu.set_cpuid(guest_cpuid(cpu))
+    hosts, ports = _virtio_hosts(config)
     seam = _live_seam(serial, cpu, ports)
     machine = Machine(config, cpu, seam, serial, hosts)
     _boot(machine, images)
     seam.attach(cpu)
     try:
         with serial.terminal():
-            return machine.run()
+            return drive(machine) if drive is not None else machine.run()
     finally:
         seam.detach()
         _close_hosts(hosts, ports)
@@ -215,14 +132,15 @@ def run_guest(
 def record_guest(
     images: GuestImages,
     config: MachineConfig,
-    cpu: CpuBackend,
+    cpu: RecordableCpu,
     serial: SerialHost,
     trace_path: Path,
+    drive: Drive | None = None,
 ) -> tuple[RunResult, Recorder]:
     """Run live and write every input to ``trace_path``."""
-    cpuid = _guest_cpuid(cpu)
+    cpuid = guest_cpuid(cpu)
     cpu.set_cpuid(cpuid)
-    hosts, ports = _virtio_hosts(config, live=True)
+    hosts, ports = _virtio_hosts(config)
     header = {
         "rrvmm": __version__,
         "backend": cpu.name,
@@ -248,7 +166,7 @@ def record_guest(
         live.attach(cpu)
         try:
             with serial.terminal():
-                result = machine.run()
+                result = drive(machine) if drive is not None else machine.run()
         finally:
             live.detach()
             _close_hosts(hosts, ports)
@@ -259,72 +177,10 @@ def record_guest(
                 "exits": result.exits,
                 "forced_exits": recorder.forced_exits,
                 "serial_sha256": hashlib.sha256(serial.transcript).hexdigest(),
+                "guest_ns": live.clock_ns(),  # guest time at the end (`rrvmm ls`, timeline axis)
             }
         )
     return result, recorder
-
-
-def open_trace(path: str | Path) -> TraceReader:
-    """Open a trace for reading, its header, events and footer checked against the event
-    layer's schema (a crafted file is corrupt, not a traceback); every failure is a
-    one-line RrvmmError."""
-    try:
-        return TraceReader(path, schema=TRACE_SCHEMA)
-    except FileNotFoundError:
-        raise RrvmmError(f"trace not found: {path}", ExitStatus.NO_INPUT) from None
-    except IsADirectoryError:
-        raise RrvmmError(f"trace path is a directory: {path}", ExitStatus.NO_INPUT) from None
-    except TraceError as e:
-        raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
-    except OSError as e:
-        raise RrvmmError(f"cannot read trace {path}: {e.strerror}", ExitStatus.NO_INPUT) from None
-
-
-def _images_for_replay(
-    header: dict[str, Any],
-    kernel: str | None,
-    initrd: str | None,
-    trace: TraceReader | None = None,
-) -> GuestImages:
-    """The recorded images: from ``trace`` if it is packed and carries them (by sha256,
-    without touching the user's files), else from the recorded paths; ``kernel``/``initrd``
-    name other files to use instead. Whatever the source, the sha256 must match."""
-    imgs = header.get("images", {})
-    k = imgs.get("kernel")
-    if k is None:
-        raise RrvmmError("trace header names no kernel image", ExitStatus.BAD_TRACE)
-    kpath = Path(kernel) if kernel else Path(k["path"])
-    i = imgs.get("initrd")
-    ipath = Path(initrd) if initrd else (Path(i["path"]) if i else None)
-    if trace is not None:
-        from rrvmm.replay.pack import embedded_image
-
-        try:
-            room = header["machine"]["memory"]  # an image larger than the RAM cannot boot
-            kdata = None if kernel else embedded_image(trace, "kernel", room)
-            idata = None if initrd or i is None else embedded_image(trace, "initrd", room)
-        except TraceError as e:
-            raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
-    else:
-        kdata = idata = None
-    images = GuestImages(
-        kpath,
-        kdata if kdata is not None else read_image(kpath),
-        ipath,
-        None if ipath is None else idata if idata is not None else read_image(ipath, "initrd"),
-    )
-    for what, entry, data in (("kernel", k, images.kernel), ("initrd", i, images.initrd)):
-        if entry is None or data is None:
-            continue
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != entry["sha256"]:
-            name = kpath if what == "kernel" else ipath
-            raise RrvmmError(
-                f"{what} {name} is not the image this trace was recorded with"
-                f" (sha256 {digest[:16]}…, trace has {entry['sha256'][:16]}…)",
-                ExitStatus.IMAGE_MISMATCH,
-            )
-    return images
 
 
 @dataclass
@@ -338,84 +194,6 @@ class ReplayOutcome:
     divergence: ReplayDivergence | None
     serial: bytes
     replayer: Replayer
-
-
-def replay_machine(
-    header: dict[str, Any],
-    images: GuestImages,
-    disk: str | None = None,
-    trace: TraceReader | None = None,
-) -> tuple[MachineConfig, VirtioHosts]:
-    """The recorded machine, and its disk image (``disk``, else the copy a packed ``trace``
-    carries, else the recorded path) checked against the recorded sha256 and opened
-    read-only behind an overlay."""
-    mc = header["machine"]
-    rec_disk = mc.get("disk")
-    config = MachineConfig(
-        memory=mc["memory"],
-        cmdline=mc["cmdline"],
-        kernel_name=images.kernel_path.name,
-        virtio_cmdline=mc.get("virtio_cmdline", False),
-        disk=(disk or rec_disk["path"]) if rec_disk else None,
-    )
-    if rec_disk and disk is None and trace is not None:
-        hosts = _embedded_disk_hosts(trace, config)
-        if hosts is not None:
-            return config, hosts
-    hosts, _ = _virtio_hosts(config, live=False)
-    if hosts.disk is not None:
-        digest = hosts.disk.sha256()
-        if digest != rec_disk["sha256"]:
-            hosts.disk.close()
-            written = " (the recording wrote to it: replay needs a copy from before)"
-            raise RrvmmError(
-                f"disk {config.disk} is not the image this trace was recorded with"
-                f" (sha256 {digest[:16]}…, trace has {rec_disk['sha256'][:16]}…)"
-                + (written if rec_disk.get("written") else ""),
-                ExitStatus.IMAGE_MISMATCH,
-            )
-    return config, hosts
-
-
-def _embedded_disk_hosts(trace: TraceReader, config: MachineConfig) -> VirtioHosts | None:
-    """A packed trace's disk image in an unlinked temporary file (the Disk keeps its fd)."""
-    import tempfile
-
-    from rrvmm.replay.pack import write_embedded_disk
-
-    fd, name = tempfile.mkstemp(prefix="rrvmm-disk-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            carried = write_embedded_disk(trace, f)  # streamed: never whole in memory
-        return VirtioHosts(Disk(name, OVERLAY)) if carried else None
-    except TraceError as e:
-        raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
-    finally:
-        os.unlink(name)
-
-
-def replay_backend(header: dict[str, Any], backend: str | None, kvm_device: str) -> CpuBackend:
-    """A CPU for replaying a trace with this header: its backend and interrupt controller.
-
-    A kernel-irqchip trace needs KVM's own 8259 again: where its interrupts land is KVM's
-    doing, and rrvmm's 8259 on the software CPU would not take them at the same points.
-    """
-    recorded_on = header.get("backend", "kvm")
-    irqchip = header["machine"].get("irqchip", "user")
-    name = backend or recorded_on
-    if irqchip == "kernel" and name != "kvm":
-        raise RrvmmError(
-            "this trace was recorded with --irqchip kernel and replays on the KVM backend only",
-            ExitStatus.USAGE,
-        )
-    memory = header["machine"]["memory"]
-    try:
-        return make_backend(name, memory, kvm_device, irqchip)
-    except OSError as e:  # a crafted header can ask for more than this host can map
-        raise RrvmmError(
-            f"cannot give the guest the {memory} bytes of RAM the trace records: {e.strerror}",
-            ExitStatus.USAGE,
-        ) from None
 
 
 def replay_trace(
@@ -432,26 +210,20 @@ def replay_trace(
 ) -> ReplayOutcome:
     """Re-execute a recording and check it exit by exit (on ``backend``, default: the
     recording's own)."""
-    header = reader.header
-    images = _images_for_replay(header, kernel, initrd, reader)
-    config, hosts = replay_machine(header, images, disk, reader)
-    recorded_on = header.get("backend", "kvm")
-    cpu = replay_backend(header, backend, kvm_device)
-    replayer = None
+    rig = build_rig(
+        reader,
+        kernel=kernel,
+        initrd=initrd,
+        disk=disk,
+        backend=backend,
+        kvm_device=kvm_device,
+        output=output,
+        check=check,
+    )
     try:
-        cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
-        serial = SerialHost(output=output or io.BytesIO(), input_fd=None)
-        replayer = Replayer(
-            lambda k: _checked(reader.events(k)),
-            cpu,
-            check,
-            exact_counts=recorded_on == "soft" and cpu.name == "soft",
-            exact_flags=recorded_on == cpu.name,
-        )
+        replayer, machine, serial = rig.replayer, rig.machine, rig.serial
         if progress is not None:
             replayer.progress = progress
-        machine = Machine(config, cpu, replayer, serial, hosts)
-        _boot(machine, images)
         divergence = None
         result = None
         try:
@@ -484,15 +256,4 @@ def replay_trace(
             replayer=replayer,
         )
     finally:
-        if replayer is not None:
-            replayer.close()
-        _close_hosts(hosts, {})
-        cpu.close()
-
-
-def _checked(events):  # noqa: ANN001, ANN202 - iterator passthrough
-    """Trace damage found while replaying becomes the same one-line error as at open."""
-    try:
-        yield from events
-    except TraceError as e:
-        raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
+        rig.close()

@@ -3,21 +3,31 @@
 A ``Target`` is stopped between commands; ``resume`` runs it forward or backward until a
 breakpoint, watchpoint, single step, the start or end of the recording, or an interrupt,
 and reports why it stopped. Positions are (exit index, instructions since that exit).
+
+A ``ReplayTarget`` is a Target over a recording, with what a replay debugger shows beyond
+gdb's view: the recorded exits, going to any of them, the serial output so far. The
+replay engine (``rrvmm.replay.engine``) implements both; the faces (``rrvmm.gdbstub``,
+``rrvmm.console``) import this module and never the engine, nor each other.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Protocol
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 __all__ = [
     "Target",
+    "ReplayTarget",
+    "RecordedExit",
+    "RecordedImage",
     "Stop",
     "StopKind",
     "WatchKind",
     "Position",
     "TargetError",
+    "TargetDiverged",
     "REGISTER_NAMES",
 ]
 
@@ -31,6 +41,11 @@ REGISTER_NAMES: tuple[str, ...] = (
 
 class TargetError(Exception):
     """A request the target cannot satisfy (bad address, read-only replay, ...)."""
+
+
+class TargetDiverged(Exception):
+    """The replay left the recorded timeline: a bug in rrvmm, not a bad request. The
+    message is the report; the target stays usable from any earlier position."""
 
 
 class StopKind(Enum):
@@ -96,4 +111,80 @@ class Target(Protocol):
 
     def monitor(self, command: str) -> str:
         """A `monitor` command (info, exits, goto N, checkpoint); returns the text to show."""
+        ...
+
+
+@dataclass(frozen=True)
+class RecordedExit:
+    """One VM exit as the trace recorded it."""
+
+    index: int  # 1 is the first exit
+    kind: str  # the exit kind's name: IO_IN, IO_OUT, MMIO_READ, MMIO_WRITE, HLT, ...
+    addr: int  # the port or guest-physical address (0 where the kind has none)
+    size: int
+    value: int | bytes  # a port's value; the bytes of an MMIO or string access
+    rip: int
+
+
+@dataclass(frozen=True)
+class RecordedImage:
+    """A guest image the recording booted: where it was and what it hashed to."""
+
+    path: str
+    sha256: str
+
+
+@runtime_checkable
+class ReplayTarget(Target, Protocol):
+    """A Target over a recording: its exits can be listed and gone to. (Runtime-checkable
+    so tests can tell that a stand-in has every member.)"""
+
+    @property
+    def total_exits(self) -> int:
+        """How many exits the recording holds (positions run from exit 0 to this one)."""
+        ...
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the guest ended, when the replay stands at the guest's own end; else None."""
+        ...
+
+    @property
+    def cpu_name(self) -> str:
+        """The CPU backend the replay runs on ('kvm' or 'soft')."""
+        ...
+
+    @property
+    def trace_path(self) -> str: ...
+
+    def recorded_kernel(self) -> RecordedImage | None:
+        """The kernel image the recording booted, as its header names it."""
+        ...
+
+    def symbol_file(self, scratch: Path) -> Path | None:
+        """The best symbol file for the recorded guest (any ELF class): symbols a packed
+        trace carries, else the recorded kernel if it is still the recorded ELF, else its
+        packed copy; files that exist only inside the trace are written into ``scratch``."""
+        ...
+
+    def goto_exit(self, exit_index: int) -> None:
+        """Go to just after exit ``exit_index``, before the guest resumes (forward or back).
+        TargetError past ``total_exits``."""
+        ...
+
+    def goto(self, position: Position) -> None:
+        """Go to exit ``position.exit_index``, then single-step ``position.instructions``
+        times (into the next interval if this one is shorter)."""
+        ...
+
+    def recorded_exits(self, start: int, count: int) -> list[RecordedExit]:
+        """Up to ``count`` recorded exits from exit ``start`` on, in order."""
+        ...
+
+    def serial_output(self, last: int | None = None) -> bytes:
+        """What the guest wrote to its serial port up to here (only the ``last`` bytes)."""
+        ...
+
+    def code_bits(self) -> int:
+        """64, 32 or 16: the code size the current CS selects (how to disassemble)."""
         ...

@@ -1,9 +1,9 @@
-"""The interactive replay console: a prompt_toolkit session over a ``ReplayEngine``.
+"""The interactive replay console: a prompt_toolkit session over a ``ReplayTarget``.
 
 History, Tab completion of commands and symbols, and a bottom toolbar with the position
 (exit k of N, instructions since it, RIP and symbol), the current exit and the last line of
 serial output. Commands that run the guest run in a worker thread so Ctrl-C can interrupt
-them (``engine.interrupt()``); at the prompt Ctrl-C clears the line and Ctrl-D quits.
+them (``target.interrupt()``); at the prompt Ctrl-C clears the line and Ctrl-D quits.
 
 When standard input is not a terminal (and no ``input`` is given) the console reads
 commands line by line without prompt_toolkit, echoing each after the prompt: scripts and
@@ -12,8 +12,8 @@ transcripts work (``rrvmm replay T --console < commands.txt``).
 
 from __future__ import annotations
 
-import hashlib
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,29 +30,34 @@ from prompt_toolkit.output.plain_text import PlainTextOutput
 from rrvmm.console.commands import COMMANDS, PROMPT, Console, ConsoleQuit
 from rrvmm.console.symbols import SymbolError, SymbolTable
 from rrvmm.errors import ExitStatus, RrvmmError
-from rrvmm.machine.boot.kernel import read_image
+from rrvmm.target import ReplayTarget
 
 __all__ = ["run_console", "load_symbols", "ConsoleCompleter", "interruptible_runner"]
 
 
-def load_symbols(path: str | None, engine: Any = None) -> SymbolTable | None:
-    """Symbols from ``path``; without one, from the recorded kernel image if it is an ELF
-    with a symbol table and still the recorded file (same sha256). RrvmmError if ``path``
-    cannot be read as an ELF symbol table."""
+def load_symbols(path: str | None, target: ReplayTarget | None = None) -> SymbolTable | None:
+    """Symbols from ``path``; without one, those a packed trace carries, else the recorded
+    kernel image's if it is an ELF with a symbol table and still the recorded file (same
+    sha256), or its copy in a packed trace (``ReplayTarget.symbol_file``). RrvmmError if
+    ``path`` cannot be read as an ELF symbol table."""
     if path:
         try:
             return SymbolTable.from_elf(path)
         except SymbolError as e:
             raise RrvmmError(f"--symbols: {e}", ExitStatus.NO_INPUT) from None
-    try:
-        kernel = engine.reader.header["images"]["kernel"]
-        kpath = Path(kernel["path"])
-        data = read_image(kpath)  # only a regular file, of bounded size
-        if not data.startswith(b"\x7fELF") or hashlib.sha256(data).hexdigest() != kernel["sha256"]:
-            return None
-        return SymbolTable.from_elf(kpath)
-    except Exception:  # noqa: BLE001 - no symbols is fine: the console works without them
+    if target is None:
         return None
+    with tempfile.TemporaryDirectory(prefix="rrvmm-symbols-") as scratch:
+        try:
+            found = target.symbol_file(Path(scratch))
+            if found is None:
+                return None
+            table = SymbolTable.from_elf(found)
+            if found.parent == Path(scratch):
+                table.source = f"{found.name} (carried by the trace)"
+            return table
+        except Exception:  # noqa: BLE001 - no symbols is fine: the console works without
+            return None
 
 
 class ConsoleCompleter(Completer):
@@ -74,8 +79,8 @@ class ConsoleCompleter(Completer):
 
 
 def interruptible_runner() -> Callable[[Callable[[], Any], Callable[[], None]], Any]:
-    """Run engine motions in a worker thread; Ctrl-C (KeyboardInterrupt here) calls the
-    motion's ``stop`` (``engine.interrupt()`` for a run), so it ends cleanly and the
+    """Run target motions in a worker thread; Ctrl-C (KeyboardInterrupt here) calls the
+    motion's ``stop`` (``target.interrupt()`` for a run), so it ends cleanly and the
     console reports where."""
 
     def run(fn: Callable[[], Any], stop: Callable[[], None]) -> Any:
@@ -118,35 +123,28 @@ def _as_output(output: Any) -> Output:
     raise TypeError(f"output must be a prompt_toolkit Output or a text stream, not {output!r}")
 
 
-def _trace_name(engine: Any) -> str:
-    try:
-        return Path(engine.reader.path).name
-    except Exception:  # noqa: BLE001 - only for the banner
-        return ""
-
-
 def run_console(
-    engine: Any,
+    target: ReplayTarget,
     symbols_path: str | None,
     input: Input | None = None,
     output: Output | TextIO | None = None,
 ) -> int:
-    """The replay console over ``engine`` until quit or end of input; returns 0.
+    """The replay console over ``target`` until quit or end of input; returns 0.
 
     ``input``: a prompt_toolkit Input (tests: ``create_pipe_input()``); default the
     terminal, or line-by-line reading if standard input is not one. ``output``: a
     prompt_toolkit Output or a text stream (written as plain text); default stdout.
     RrvmmError if ``symbols_path`` is not a readable ELF with symbols.
     """
-    symbols = load_symbols(symbols_path, engine)
-    console = Console(engine, symbols, runner=interruptible_runner())
+    symbols = load_symbols(symbols_path, target)
+    console = Console(target, symbols, runner=interruptible_runner())
     out = _as_output(output)
 
     def show(text: str) -> None:
         if text:
             print_formatted_text(text, output=out)
 
-    show(console.banner(_trace_name(engine)))
+    show(console.banner(Path(target.trace_path).name))
     if input is None and not sys.stdin.isatty():
         return _run_lines(console, sys.stdin, show)
 

@@ -2,8 +2,8 @@
 
 :class:`Console` turns one command line into the text to show (``execute``), the bottom
 toolbar's text (``status``) and completions (``complete``). It drives the replay only
-through the engine (``rrvmm.replay.engine.ReplayEngine``, the ``Target`` the gdb stub
-uses too): stepping, running and going back are the engine's.
+through ``rrvmm.target.ReplayTarget`` (the ``Target`` the gdb stub drives, plus the
+recording's exits and serial output): stepping, running and going back are the target's.
 
 Errors the user can make (unknown command, bad number, unknown symbol, unreadable
 memory) come back as one line of text; the console goes on.
@@ -19,9 +19,17 @@ from typing import Any, TypeVar
 
 from rrvmm.console.disasm import Instruction, disassemble, format_instruction
 from rrvmm.console.symbols import FUNCTION, LABEL, OBJECT, Symbol, SymbolTable
-from rrvmm.replay.monitor import list_exits
-from rrvmm.replay.replayer import ReplayDivergence
-from rrvmm.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
+from rrvmm.target import (
+    REGISTER_NAMES,
+    Position,
+    RecordedExit,
+    ReplayTarget,
+    Stop,
+    StopKind,
+    TargetDiverged,
+    TargetError,
+    WatchKind,
+)
 
 __all__ = ["Console", "ConsoleError", "ConsoleQuit", "Command", "COMMANDS", "PROMPT"]
 
@@ -191,32 +199,23 @@ def format_flags(value: int, bits: list[tuple[int, str]]) -> str:
     return "[ " + " ".join(names) + " ]" if names else "[ ]"
 
 
-def exit_value(e: dict[str, Any]) -> int | None:
-    v = e.get("value")
-    if isinstance(v, int):
-        return v
-    if isinstance(v, str):  # MMIO data, as hex of the bytes
-        try:
-            return int.from_bytes(bytes.fromhex(v), "little")
-        except ValueError:
-            return None
-    return None
+def exit_value(e: RecordedExit) -> int:
+    """The value an exit read or wrote (MMIO data bytes as a little-endian number)."""
+    return e.value if isinstance(e.value, int) else int.from_bytes(e.value, "little")
 
 
-def describe_exit(e: dict[str, Any], *, short: bool = False) -> str:
+def describe_exit(e: RecordedExit, *, short: bool = False) -> str:
     """'IO_OUT port 0x3f8 size 1 value 0xa' (short: without size)."""
-    kind = str(e["kind"])
-    if kind.startswith("IO_"):
-        where = f"port {e['addr']:#x}"
-    elif kind.startswith("MMIO_"):
-        where = f"addr {e['addr']:#x}"
+    if e.kind.startswith("IO_"):
+        where = f"port {e.addr:#x}"
+    elif e.kind.startswith("MMIO_"):
+        where = f"addr {e.addr:#x}"
     else:
-        return kind
-    v = exit_value(e)
-    value = f"{v:#x}" if v is not None else str(e.get("value"))
+        return e.kind
+    value = f"{exit_value(e):#x}"
     if short:
-        return f"{kind} {where} = {value}"
-    return f"{kind} {where} size {e['size']} value {value}"
+        return f"{e.kind} {where} = {value}"
+    return f"{e.kind} {where} size {e.size} value {value}"
 
 
 # ---------------------------------------------------------------------- breakpoints
@@ -270,17 +269,17 @@ class _Moved:
 
 # ---------------------------------------------------------------------- the console
 class Console:
-    """One replay console over an engine; ``execute`` a line, get the text to show."""
+    """One replay console over a ``ReplayTarget``; ``execute`` a line, get the text."""
 
     prompt = PROMPT
 
     def __init__(
         self,
-        engine: Any,
+        target: ReplayTarget,
         symbols: SymbolTable | None = None,
         runner: Runner | None = None,
     ) -> None:
-        self.engine = engine
+        self.target = target
         self.symbols = symbols
         self.runner: Runner = runner or (lambda fn, _stop: fn())
         self._cancel = threading.Event()  # Ctrl-C during a stepping loop
@@ -313,7 +312,7 @@ class Console:
             return _one_line(str(e))
         except TargetError as e:
             return _one_line(f"Cannot do that in the replay: {e}")
-        except ReplayDivergence as e:
+        except TargetDiverged as e:
             return _one_line(
                 f"The replay diverged (a bug in rrvmm, please report it): {e}."
                 " Go back with goto EXIT."
@@ -329,30 +328,30 @@ class Console:
         return lookup_command(head), (fmt if "/" in words[0] else None), words[1:]
 
     def banner(self, trace_name: str = "") -> str:
-        e = self.engine
+        t = self.target
         what = f"{trace_name}: " if trace_name else ""
         if self.symbols is not None:
             syms = f"{len(self.symbols)} symbols from {self.symbols.source}"
         else:
             syms = "no symbols (give --symbols ELF)"
         return (
-            f"rrvmm replay console: {what}{e.total_exits} exits on the {e.cpu.name} CPU,"
+            f"rrvmm replay console: {what}{t.total_exits} exits on the {t.cpu_name} CPU,"
             f" {syms}.\n"
             'Type "help" for the commands; Tab completes commands and symbols.'
         )
 
     def status(self) -> str:
         """The bottom toolbar: position, RIP and symbol, the current exit, serial output."""
-        e = self.engine
+        t = self.target
         try:
-            pos = e.position()
+            pos = t.position()
             k = pos.exit_index
-            parts = [f"exit {k}/{e.total_exits} +{pos.instructions}"]
-            rip = e.read_registers()["rip"]
+            parts = [f"exit {k}/{t.total_exits} +{pos.instructions}"]
+            rip = t.read_registers()["rip"]
             sym = self._sym(rip)
             parts.append(f"rip {rip:#x}" + (f" <{sym}>" if sym else ""))
             parts.append(self._current_exit_text(k, short=True))
-            if e.ended is not None:
+            if t.end_reason is not None:
                 parts.append("guest ended")
             last = self._last_serial_line()
             parts.append(f"serial: {last}" if last else "serial: -")
@@ -405,11 +404,11 @@ class Console:
         return [(c, -(len(prefix) - lead)) for c in cands]
 
     # ------------------------------------------------------------------ shared helpers
-    def _move(self, fn: Callable[[], T], *, engine_stops: bool = False) -> T:
-        """Run a motion through the runner. Ctrl-C stops a run in the engine
-        (``engine_stops``) or ends a stepping loop at its next step (``_cancelled``)."""
+    def _move(self, fn: Callable[[], T], *, target_stops: bool = False) -> T:
+        """Run a motion through the runner. Ctrl-C stops a run in the target
+        (``target_stops``) or ends a stepping loop at its next step (``_cancelled``)."""
         self._cancel.clear()
-        stop = self.engine.interrupt if engine_stops else self._cancel.set
+        stop = self.target.interrupt if target_stops else self._cancel.set
         return self.runner(fn, stop)
 
     def _cancelled(self) -> bool:
@@ -436,7 +435,7 @@ class Console:
             raise ConsoleError(f'Invalid address "{text}".')
         base, sym = m.group("base"), None
         if base.startswith("$"):
-            regs = self.engine.read_registers()
+            regs = self.target.read_registers()
             name = {"$pc": "rip", "$sp": "rsp", "$fp": "rbp"}.get(base, base[1:])
             if name not in regs:
                 raise ConsoleError(f'Invalid register "{base}".')
@@ -459,27 +458,18 @@ class Console:
         return addr & MASK64, sym
 
     def _position(self) -> Position:
-        return self.engine.position()
+        return self.target.position()
 
     def _rip(self) -> int:
-        return self.engine.read_registers()["rip"]
+        return self.target.read_registers()["rip"]
 
     def _bits(self) -> int:
         """64, 32 or 16: the code size of the current CS (64 if it cannot be told)."""
-        try:
-            s = self.engine.cpu.get_sregs()
-            cs = s["cs"]
-            if cs.get("l"):
-                return 64
-            if not s["cr0"] & 1:
-                return 16
-            return 32 if cs.get("db") else 16
-        except Exception:  # noqa: BLE001 - a target without that view
-            return 64
+        return self.target.code_bits()
 
     def _insns(self, address: int, count: int, end: int | None = None) -> list[Instruction]:
         try:
-            return disassemble(self.engine.read_memory, address, count, end=end, bits=self._bits())
+            return disassemble(self.target.read_memory, address, count, end=end, bits=self._bits())
         except TargetError:
             raise ConsoleError(f"Cannot access memory at address {address:#x}") from None
 
@@ -501,11 +491,11 @@ class Console:
         pos = self._position()
         return f"[exit {pos.exit_index} +{pos.instructions}]"
 
-    def _exit_row(self, k: int) -> dict[str, Any] | None:
+    def _exit_row(self, k: int) -> RecordedExit | None:
         if k <= 0:
             return None
-        rows = list_exits(self.engine, k, 1)
-        return rows[0] if rows and rows[0]["index"] == k else None
+        rows = self.target.recorded_exits(k, 1)
+        return rows[0] if rows and rows[0].index == k else None
 
     def _current_exit_text(self, k: int, *, short: bool = False) -> str:
         if k == 0:
@@ -516,7 +506,7 @@ class Console:
         return describe_exit(row, short=short)
 
     def _last_serial_line(self) -> str:
-        text = bytes(self.engine.serial.transcript[-400:]).decode("utf-8", "replace")
+        text = self.target.serial_output(400).decode("utf-8", "replace")
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         last = lines[-1] if lines else ""
         return last if len(last) <= 48 else last[:45] + "..."
@@ -534,22 +524,22 @@ class Console:
     def _arrived(self) -> str:
         pos = self._position()
         k = pos.exit_index
-        head = f"exit {k} of {self.engine.total_exits}"
+        head = f"exit {k} of {self.target.total_exits}"
         if pos.instructions:
             head += f", {pos.instructions} instructions after it"
         lines = [f"{head}: {self._current_exit_text(k)}"]
-        if self.engine.ended is not None and pos.instructions == 0:
-            lines.append(f"The guest ended here: {self.engine.ended.reason}")
+        if self.target.end_reason is not None and pos.instructions == 0:
+            lines.append(f"The guest ended here: {self.target.end_reason}")
         lines.append(self._insn_line())
         return "\n".join(lines)
 
     def _cmd_next_exit(self, args: list[str]) -> str:
         n = self._one_count(args, "next-exit")
         k = self._position().exit_index
-        total = self.engine.total_exits
+        total = self.target.total_exits
         if k >= total:
             return "No more reverse-execution history (end of the recording).\n" + self._arrived()
-        self._move(lambda: self.engine.goto_exit(min(k + n, total)))
+        self._move(lambda: self.target.goto_exit(min(k + n, total)))
         return self._arrived()
 
     def _cmd_prev_exit(self, args: list[str]) -> str:
@@ -558,7 +548,7 @@ class Console:
         if pos == Position(0, 0):
             return "No more reverse-execution history (start of the recording).\n" + self._arrived()
         target = pos.exit_index - n + (1 if pos.instructions else 0)
-        self._move(lambda: self.engine.goto_exit(max(target, 0)))
+        self._move(lambda: self.target.goto_exit(max(target, 0)))
         return self._arrived()
 
     def _cmd_goto(self, args: list[str]) -> str:
@@ -568,19 +558,19 @@ class Console:
         n = parse_int(args[1]) if len(args) > 1 else 0
         if k < 0 or n < 0:
             raise ConsoleError("Exit numbers and instruction counts are not negative.")
-        if k > self.engine.total_exits:
+        if k > self.target.total_exits:
             raise ConsoleError(
-                f"The recording has {self.engine.total_exits} exits (0 is the start)."
+                f"The recording has {self.target.total_exits} exits (0 is the start)."
             )
         if n:
-            self._move(lambda: self.engine.goto(Position(k, n)))
+            self._move(lambda: self.target.goto(Position(k, n)))
             pos = self._position()
             if pos != Position(k, n):
                 return f"Exit {k} is followed by exit {k + 1} before {n} instructions.\n" + (
                     self._arrived()
                 )
         else:
-            self._move(lambda: self.engine.goto_exit(k))
+            self._move(lambda: self.target.goto_exit(k))
         return self._arrived()
 
     def _cmd_exits(self, args: list[str]) -> str:
@@ -591,25 +581,23 @@ class Console:
         count = parse_count(args[1], limit=100_000) if len(args) > 1 else EXITS_DEFAULT
         if start < 0:
             raise ConsoleError("Exit numbers are not negative.")
-        rows = list_exits(self.engine, start, count)
+        rows = self.target.recorded_exits(start, count)
         if not rows:
-            return f"No exits from {start} (the recording has {self.engine.total_exits})."
+            return f"No exits from {start} (the recording has {self.target.total_exits})."
         out = [f"   {'exit':>6}  {'kind':<11} {'port/addr':<14} {'size':<4} {'value':<18} rip"]
         for e in rows:
-            kind = str(e["kind"])
+            kind = e.kind
             if kind.startswith(("IO_", "MMIO_")):
-                where = ("port " if kind.startswith("IO_") else "") + f"{e['addr']:#x}"
-                v = exit_value(e)
-                value = f"{v:#x}" if v is not None else str(e["value"])
-                size = str(e["size"])
+                where = ("port " if kind.startswith("IO_") else "") + f"{e.addr:#x}"
+                value = f"{exit_value(e):#x}"
+                size = str(e.size)
             else:
                 where, value, size = "-", "-", "-"
-            rip = int(e["rip"])  # type: ignore[call-overload]
-            sym = self._sym(rip)
-            mark = "=>" if e["index"] == here else "  "
+            sym = self._sym(e.rip)
+            mark = "=>" if e.index == here else "  "
             out.append(
-                f"{mark} {e['index']:>6}  {kind:<11} {where:<14} {size:<4} {value:<18}"
-                f" {rip:#x}{f' <{sym}>' if sym else ''}"
+                f"{mark} {e.index:>6}  {kind:<11} {where:<14} {size:<4} {value:<18}"
+                f" {e.rip:#x}{f' <{sym}>' if sym else ''}"
             )
         return "\n".join(out)
 
@@ -623,7 +611,7 @@ class Console:
             for _ in range(n):
                 if self._cancelled():
                     return Stop(StopKind.INTERRUPTED)
-                stop = self.engine.resume(step=True)
+                stop = self.target.resume(step=True)
                 if stop.kind is not StopKind.STEP:
                     break
             return stop
@@ -641,14 +629,14 @@ class Console:
             while remaining:
                 if self._cancelled():
                     return Stop(StopKind.INTERRUPTED)
-                pos = self.engine.position()
+                pos = self.target.position()
                 if pos.instructions:
                     # inside an interval: go straight there (as a reverse step does)
                     back = min(remaining, pos.instructions)
-                    self.engine.goto(Position(pos.exit_index, pos.instructions - back))
+                    self.target.goto(Position(pos.exit_index, pos.instructions - back))
                     remaining -= back
                     continue
-                stop = self.engine.resume(reverse=True, step=True)  # across an exit
+                stop = self.target.resume(reverse=True, step=True)  # across an exit
                 if stop.kind is not StopKind.STEP:
                     break
                 remaining -= 1
@@ -662,7 +650,7 @@ class Console:
         for p in self.points:
             if p.is_watch:
                 try:
-                    out[p.number] = self.engine.read_memory(p.address, min(p.length, 64))
+                    out[p.number] = self.target.read_memory(p.address, min(p.length, 64))
                 except TargetError:
                     out[p.number] = None
         return out
@@ -677,7 +665,7 @@ class Console:
 
     def _resume(self, *, reverse: bool) -> str:
         before = self._watch_values()
-        stop = self._move(lambda: self.engine.resume(reverse=reverse), engine_stops=True)
+        stop = self._move(lambda: self.target.resume(reverse=reverse), target_stops=True)
         return self._report(_Moved(stop, reverse=reverse, before=before))
 
     def _report(self, moved: _Moved) -> str:
@@ -698,7 +686,7 @@ class Console:
                 p for p in self.points
                 if p.is_watch and p.address == stop.address and p.kind == stop.watch
             ]  # fmt: skip
-            if not hit:  # the engine reports the watch's own address; match by overlap
+            if not hit:  # the target reports the watch's own address; match by overlap
                 hit = [
                     p for p in self.points
                     if p.is_watch and p.address <= stop.address < p.address + max(p.length, 1)
@@ -725,8 +713,8 @@ class Console:
             lines.append(f"{self._frame(rip)} {self._where_tag()}")
         elif kind is StopKind.REPLAY_END:
             lines.append("No more reverse-execution history (end of the recording).")
-            if self.engine.ended is not None:
-                lines.append(f"The guest ended: {self.engine.ended.reason}")
+            if self.target.end_reason is not None:
+                lines.append(f"The guest ended: {self.target.end_reason}")
             lines.append(f"{self._frame(rip)} {self._where_tag()}")
         elif kind is StopKind.INTERRUPTED:
             lines.append("Interrupted.")
@@ -739,7 +727,7 @@ class Console:
     def _change(self, p: Point, before: dict[int, bytes | None]) -> str:
         old = before.get(p.number)
         try:
-            new: bytes | None = self.engine.read_memory(p.address, min(p.length, 64))
+            new: bytes | None = self.target.read_memory(p.address, min(p.length, 64))
         except TargetError:
             new = None
         o = format_bytes(old) if old is not None else "<unreadable>"
@@ -758,7 +746,7 @@ class Console:
         if len(args) != 1:
             raise ConsoleError("Usage: break ADDR|SYMBOL")
         addr, _sym = self.resolve(args[0])
-        self.engine.add_breakpoint(addr)
+        self.target.add_breakpoint(addr)
         p = self._new_point(Point(self._next_number, addr, args[0]))
         sym = self._sym(addr)
         note = ""
@@ -787,10 +775,10 @@ class Console:
         else:
             length = 8
         try:
-            self.engine.read_memory(addr, 1)
+            self.target.read_memory(addr, 1)
         except TargetError:
             raise ConsoleError(f"Cannot access memory at address {addr:#x}") from None
-        self.engine.add_watchpoint(addr, length, kind)
+        self.target.add_watchpoint(addr, length, kind)
         p = self._new_point(Point(self._next_number, addr, args[0].lstrip("&"), kind, length))
         title = {
             WatchKind.WRITE: "Hardware watchpoint",
@@ -821,11 +809,11 @@ class Console:
         same = [q for q in self.points if q.key == p.key]
         if p.is_watch:
             assert p.kind is not None
-            self.engine.remove_watchpoint(p.address, p.length, p.kind)
-            for _ in same:  # the engine removes every equal watch; keep the other numbers
-                self.engine.add_watchpoint(p.address, p.length, p.kind)
+            self.target.remove_watchpoint(p.address, p.length, p.kind)
+            for _ in same:  # the target removes every equal watch; keep the other numbers
+                self.target.add_watchpoint(p.address, p.length, p.kind)
         elif not same:
-            self.engine.remove_breakpoint(p.address)
+            self.target.remove_breakpoint(p.address)
 
     # ------------------------------------------------------------------ info
     def _breakpoint_table(self) -> str:
@@ -848,17 +836,17 @@ class Console:
         rip = self._rip()
         sym = self._sym(rip)
         lines = [
-            f"Position: exit {pos.exit_index} of {self.engine.total_exits},"
+            f"Position: exit {pos.exit_index} of {self.target.total_exits},"
             f" {pos.instructions} instructions since it",
             f"Current exit: {self._current_exit_text(pos.exit_index)}",
             f"rip {rip:#x}{f' <{sym}>' if sym else ''}",
         ]
-        if self.engine.ended is not None:
-            lines.append(f"The guest ended: {self.engine.ended.reason}")
+        if self.target.end_reason is not None:
+            lines.append(f"The guest ended: {self.target.end_reason}")
         return "\n".join(lines)
 
     def _engine_info(self) -> str:
-        text = self.engine.monitor("info")
+        text = self.target.monitor("info")
         skip = ("position:", "breakpoints:", "watchpoints:")
         return "\n".join(ln for ln in text.splitlines() if not ln.startswith(skip))
 
@@ -904,7 +892,7 @@ class Console:
         return f"{where} ({sym.kind}, {sym.size} bytes at {sym.address:#x})"
 
     def _cmd_regs(self, args: list[str]) -> str:
-        regs = self.engine.read_registers()
+        regs = self.target.read_registers()
         names = [a.lstrip("$") for a in args] or [n for n in REGISTER_NAMES if n in regs]
         names = ["rip" if n == "pc" else "rsp" if n == "sp" else n for n in names]
         for n in names:
@@ -953,7 +941,7 @@ class Console:
             raise ConsoleError(f"At most {MAX_X_BYTES} bytes at once.")
         addr, _ = self.resolve(args[0])
         try:
-            data = self.engine.read_memory(addr, count * size)
+            data = self.target.read_memory(addr, count * size)
         except TargetError:
             raise ConsoleError(f"Cannot access memory at address {addr:#x}") from None
         per_line = {1: 8, 2: 8, 4: 4, 8: 2}[size]
@@ -1007,7 +995,7 @@ class Console:
     def _cmd_serial(self, args: list[str]) -> str:
         if len(args) > 1:
             raise ConsoleError("Usage: serial [LINES]")
-        text = bytes(self.engine.serial.transcript).decode("utf-8", "replace")
+        text = self.target.serial_output().decode("utf-8", "replace")
         if not text:
             return f"(no serial output up to exit {self._position().exit_index})"
         if args:
@@ -1015,7 +1003,7 @@ class Console:
         return text[:-1] if text.endswith("\n") else text
 
     def _cmd_monitor(self, args: list[str]) -> str:
-        return self.engine.monitor(" ".join(args))
+        return self.target.monitor(" ".join(args))
 
     def _cmd_help(self, args: list[str]) -> str:
         if args:

@@ -1,12 +1,27 @@
 """The interface every CPU backend (KVM, software) implements, and the exits it reports.
 
-The run loop sees only this module: one reused ``VcpuExit`` per backend (allocation-free on
-the hot path), register files as plain dicts with the names gdb and kvm_regs use, and a
+The run loop sees only ``CpuBackend``: one reused ``VcpuExit`` per backend (allocation-free
+on the hot path), register files as plain dicts with the names gdb and kvm_regs use, and a
 handful of calls for interrupt delivery. A backend owns guest RAM as one host buffer.
+
+What only some backends can do is a capability of its own, so that callers are typed
+against what they use instead of sniffing attributes:
+
+- ``RecordableCpu``: what record, replay and the debugger need (dirty log, whole-vCPU
+  state, forged exits, hardware breakpoints). Both backends are; ``make_backend`` returns one.
+- ``InstructionCounting``: exact instruction counts and a stop at a given count (the
+  software CPU). ``CpuBackend.instruction_counter()`` hands it out, or None.
+- ``KernelIrqchip``: KVM's in-kernel 8259 (``--irqchip kernel``): input lines and its raw
+  registers, which ``rrvmm.machine.interrupts`` interprets.
+  ``CpuBackend.kernel_irqchip()`` hands it out, or None.
+
+Each is asked for once, where its user is built, and kept in a typed field.
 """
 
 from __future__ import annotations
 
+import mmap
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Protocol
 
@@ -16,6 +31,12 @@ __all__ = [
     "CpuBackend",
     "ExitKind",
     "GPR_NAMES",
+    "GuestSlots",
+    "InstructionCounting",
+    "KernelIrqchip",
+    "PicRegisters",
+    "QueuedInterrupt",
+    "RecordableCpu",
     "SEGMENT_NAMES",
     "VcpuExit",
 ]
@@ -109,3 +130,174 @@ class CpuBackend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # --- capabilities: each is this CPU seen through a narrower interface, or None ---
+    def instruction_counter(self) -> InstructionCounting | None:
+        """This CPU as an exact instruction counter, or None where it cannot count."""
+        ...
+
+    def kernel_irqchip(self) -> KernelIrqchip | None:
+        """The interrupt controller inside the backend, or None where rrvmm's 8259 is it."""
+        ...
+
+
+class GuestSlots(Protocol):
+    """Guest RAM as the debugger sees it: dirty pages per reader, protected pages."""
+
+    def host_offset(self, gpa: int, size: int) -> int | None:
+        """Where ``gpa``..+``size`` sits in the RAM buffer, or None if it is not all RAM."""
+        ...
+
+    def take_dirty(self, consumer: str) -> int:
+        """Pages written since ``consumer`` last took (bit n = page n of the RAM buffer)."""
+        ...
+
+    def mark_dirty(self, host_offset: int, size: int) -> None:
+        """A write rrvmm performed on the guest's behalf."""
+        ...
+
+    def accumulators(self) -> dict[str, int]: ...
+    def set_accumulators(self, acc: dict[str, int]) -> None: ...
+
+    def protect(self, pages: dict[int, str]) -> None:
+        """Make ``pages`` (page number -> 'ro' or 'none') exit on access, the rest RAM."""
+        ...
+
+    def mode_of(self, gpa: int) -> str | None:
+        """The protection ``protect`` gave the page holding ``gpa``, or None."""
+        ...
+
+
+class RecordableCpu(CpuBackend, Protocol):
+    """A CPU that can be recorded, replayed and debugged.
+
+    Landings need the dirty log and page contents, checkpoints the whole vCPU state and
+    RAM, replay of a lost entry a forged exit, the debugger hardware breakpoints.
+    """
+
+    @property
+    def memory(self) -> mmap.mmap:
+        """Guest RAM, in host offset order (the order dirty bitmaps count pages in)."""
+        ...
+
+    @property
+    def slots(self) -> GuestSlots: ...
+
+    def ram_page(self, page: int) -> bytes:
+        """Page ``page`` of the RAM buffer (host offset order, as ``dirty_bitmap`` counts)."""
+        ...
+
+    def enable_dirty_log(self) -> None:
+        """Log guest writes per page from now on (see ``dirty_bitmap``)."""
+        ...
+
+    def dirty_bitmap(self, consumer: str = "landing") -> int:
+        """Pages the guest wrote since ``consumer`` last asked: bit n = page n of RAM."""
+        ...
+
+    def get_msrs(self, indices: list[int]) -> dict[int, int]: ...
+    def set_msrs(self, values: dict[int, int]) -> None: ...
+
+    def settle(self) -> VcpuExit | None:
+        """Finish a pending IN/MMIO read without running further guest code; an exit it
+        needed on the way (a read-modify-write's second access) is returned."""
+        ...
+
+    def save_state(self) -> dict[str, object]:
+        """The whole vCPU state as plain data (checkpoints copy it)."""
+        ...
+
+    def restore_state(self, state: dict[str, object]) -> None: ...
+
+    def injection_pending(self) -> bool:
+        """An injected interrupt is still queued: the last run never reached the guest."""
+        ...
+
+    def forge_exit(self, kind: ExitKind, rip: int) -> VcpuExit:
+        """Report an exit that happened without guest progress (replay of a lost entry)."""
+        ...
+
+    def set_debug(self, breakpoints: list[int], single_step: bool = False) -> None:
+        """Hardware execution breakpoints (at most 4) and/or single-stepping."""
+        ...
+
+
+class InstructionCounting(Protocol):
+    """A CPU that counts the instructions the guest completed, exactly and repeatably.
+
+    Guest time can then be the count (``InstructionClockSeam``), forced exits are landed
+    by count, and the virtual TSC is ``instructions`` plus ``tsc_offset``.
+    """
+
+    instructions: int
+    tsc_offset: int
+
+    def set_instruction_limit(self, n: int | None) -> None:
+        """Make ``run()`` return INTR when ``instructions`` reaches ``n`` (absolute; once)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PicRegisters:
+    """One in-kernel 8259A's registers, as KVM reports them (``struct kvm_pic_state``)."""
+
+    last_irr: int
+    irr: int
+    imr: int
+    isr: int
+    priority_add: int
+    irq_base: int
+    read_reg_select: int
+    poll: int
+    special_mask: int
+    init_state: int
+    auto_eoi: int
+    rotate_on_auto_eoi: int
+    special_fully_nested_mode: int
+    init4: int
+    elcr: int
+    elcr_mask: int
+
+
+@dataclass(frozen=True)
+class QueuedInterrupt:
+    """The vCPU's interrupt event state (``struct kvm_vcpu_events.interrupt``)."""
+
+    injected: bool  # acknowledged from the PIC, delivered at the next entry
+    vector: int
+    shadow: bool  # an STI or MOV SS shadow holds interrupts back for one instruction
+
+
+class KernelIrqchip(Protocol):
+    """An interrupt controller inside the backend (KVM's, with ``--irqchip kernel``).
+
+    Interrupt ports, EOIs and HLTs never leave the kernel: rrvmm drives the input lines
+    (only while the vCPU is out of ``run()``) and reads the raw registers back to know what
+    the controller will deliver (``rrvmm.machine.interrupts`` interprets them).
+    """
+
+    def set_irq_line(self, line: int, level: bool) -> None: ...
+
+    def pic_registers(self) -> tuple[PicRegisters, PicRegisters]:
+        """The master's and the slave's registers, as they stand."""
+        ...
+
+    def queued_interrupt(self) -> QueuedInterrupt | None:
+        """The vCPU's interrupt events, or None while RFLAGS.IF is clear (nothing is taken)."""
+        ...
+
+    def halted(self) -> bool:
+        """The vCPU sits in HLT inside the backend (HLT does not exit)."""
+        ...
+
+    def halt(self) -> None:
+        """Execute the HLT at RIP without running (a single-stepped HLT would block)."""
+        ...
+
+    def at_hlt(self) -> bool:
+        """The instruction at RIP is HLT."""
+        ...
+
+    def lapic_timer_armed(self) -> bool:
+        """The guest enabled the local APIC and started its timer (not recordable)."""
+        ...

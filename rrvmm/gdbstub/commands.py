@@ -76,6 +76,22 @@ QSUPPORTED = (
 ).encode("ascii")
 
 
+# Refusals gdb shows the text of (``E.text``, which gdb has always taken as an error): a
+# register write says "Could not write register ...; remote failure reply 'E.a replay is
+# read-only...'". Other refusals stay E03 (gdb words those itself, e.g. a read of an
+# unmapped address is "Cannot access memory at address ...").
+_SAYS_WHY = frozenset({"write_registers", "write_register", "write_memory", "write_memory_binary"})
+
+
+def error_text(message: str) -> bytes:
+    """``E.message`` with the characters framing would need escaped replaced."""
+    text = "".join(c if c.isprintable() and c not in "#$}*" else " " for c in message)
+    return b"E." + text.encode("ascii", "replace")[:200]
+
+
+_NO_HISTORY = Stop(StopKind.REPLAY_BEGIN)
+
+
 class ArgError(ValueError):
     """The packet's arguments do not fit its schema."""
 
@@ -264,6 +280,8 @@ class GdbCommands:
             return Response([E_ARGS])
         except TargetError as exc:
             log.debug("target refused %r: %s", payload[:80], exc)
+            if cmd.handler in _SAYS_WHY:
+                return Response([error_text(str(exc))])
             return Response([E_TARGET])
         except Exception:
             log.exception("handler %s failed on %r", cmd.handler, payload[:80])
@@ -532,10 +550,23 @@ class GdbCommands:
         return self.step(address)
 
     def reverse_cont(self) -> Response:
+        if not getattr(self.target, "can_reverse", True):
+            return self._no_reverse()
         return Response(resume=Resume(reverse=True))
 
     def reverse_step(self) -> Response:
+        if not getattr(self.target, "can_reverse", True):
+            return self._no_reverse()
         return Response(resume=Resume(reverse=True, step=True))
+
+    def _no_reverse(self) -> Response:
+        """A live target cannot go back: say why (console output), then stop where it is."""
+        text = (
+            "rrvmm: reverse execution needs a recording: `rrvmm record`, then"
+            " `rrvmm replay --gdb`\n"
+        )
+        # "replaylog:begin": gdb says "No more reverse-execution history" and stays here
+        return Response([b"O" + hexlify(text.encode()), self.stop_reply(_NO_HISTORY)])
 
     # -- break and watch points -----------------------------------------------------------
 
@@ -582,4 +613,7 @@ class GdbCommands:
         return Response([OK], close=True)
 
     def kill(self) -> Response:
+        kill = getattr(self.target, "kill", None)  # a live guest ends; a replay just closes
+        if kill is not None:
+            kill()
         return Response(close=True)

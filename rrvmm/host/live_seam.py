@@ -10,11 +10,12 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from rrvmm.cpu.guest_clock import instructions_to_ns, instructions_until, ns_to_tsc
 from rrvmm.host.kicker import Kicker
 from rrvmm.seam import Seam
 
 if TYPE_CHECKING:
-    from rrvmm.cpu.backend import CpuBackend
+    from rrvmm.cpu.backend import CpuBackend, InstructionCounting
     from rrvmm.host.terminal import SerialHost
     from rrvmm.host.udp import UdpPort
 
@@ -103,25 +104,29 @@ class LiveSeam(Seam):
 class InstructionClockSeam(LiveSeam):
     """Live inputs for a CPU that counts instructions: guest time is instruction time.
 
-    One instruction is one nanosecond of guest time (the software backend's TSC runs at
-    one tick per instruction too), so device deadlines fall at exact instruction counts:
-    the CPU is told to stop there instead of being kicked by a host timer, and a timer
-    interrupt lands at the same instruction in every run. Each VM exit (a port or MMIO
-    access) costs ``EXIT_NS`` more, as an ISA port access takes about a microsecond on a PC:
-    guests that poll the PIT see it move. While the guest halts, guest time follows the host
-    clock (it sleeps until the deadline, or until input arrives), so interactive guests
-    still wait for their user.
+    Guest time is ``instructions_to_ns(instructions)`` (``cpu.guest_clock``: one
+    instruction is one nanosecond) plus the time the guest spent halted, and every clock
+    the guest reads comes from it: the PIT through ``clock_ns``, the TSC through the
+    backend (the same mapping, plus an offset that moves on with each halt), the RTC
+    through ``wall_time`` (the host's wall clock at the start plus guest time). Device
+    deadlines therefore fall at exact instruction counts: the CPU is told to stop there
+    instead of being kicked by a host timer, and a timer interrupt lands at the same
+    instruction in every run. A VM exit costs no guest time, so the number of exits never
+    shows in the guest's clocks. While the guest halts, guest time follows the host clock
+    (it sleeps until the deadline, or until input arrives), so interactive guests still
+    wait for their user.
     """
 
-    EXIT_NS = 1000
-
     def __init__(
-        self, serial: SerialHost | None, cpu: CpuBackend, ports: dict[str, UdpPort] | None = None
+        self,
+        serial: SerialHost | None,
+        counter: InstructionCounting,
+        ports: dict[str, UdpPort] | None = None,
     ) -> None:
         super().__init__(serial, ports)
-        self._cpu = cpu
+        self._cpu = counter
         self._idle_ns = 0  # guest time spent halted
-        self._exits = 0  # exits so far (from the index the machine passes)
+        self._wall0 = time.time()  # the RTC's time of day at guest time 0
 
     def attach(self, cpu: CpuBackend) -> None:
         if self._serial is not None:
@@ -129,23 +134,22 @@ class InstructionClockSeam(LiveSeam):
         self._start_ports(cpu)
 
     def clock_ns(self) -> int:
-        extra = self._idle_ns + self._exits * self.EXIT_NS
-        return self._cpu.instructions + extra  # type: ignore[attr-defined]
+        return instructions_to_ns(self._cpu.instructions) + self._idle_ns
+
+    def wall_time(self) -> float:
+        return self._wall0 + self.clock_ns() / 1e9
 
     def timer_due(self, index: int, deadline_ns: int | None) -> int | None:
-        self._exits = index
         if deadline_ns is None:
             return None
         now = self.clock_ns()
         return now if now >= deadline_ns else None
 
     def entering_guest(self, deadline_ns: int | None, poll_ns: int | None = None) -> None:
-        if deadline_ns is None:
-            limit = None
-        else:
-            now = self.clock_ns()
-            limit = self._cpu.instructions + max(1, deadline_ns - now)  # type: ignore[attr-defined]
-        self._cpu.set_instruction_limit(limit)  # type: ignore[attr-defined]
+        limit = None
+        if deadline_ns is not None:
+            limit = self._cpu.instructions + instructions_until(deadline_ns - self.clock_ns())
+        self._cpu.set_instruction_limit(limit)
 
     def idle(self, deadline_ns: int | None) -> None:
         start = time.monotonic_ns()
@@ -162,6 +166,6 @@ class InstructionClockSeam(LiveSeam):
             if not (self._serial is not None and self._serial.has_input()):
                 # woken by the deadline: land on it exactly, however the host slept
                 elapsed = max(0, deadline_ns - self.clock_ns())
+        before = self._idle_ns
         self._idle_ns += elapsed
-        cpu = self._cpu
-        cpu.tsc_offset += elapsed  # type: ignore[attr-defined]  # the TSC keeps pace
+        self._cpu.tsc_offset += ns_to_tsc(self._idle_ns) - ns_to_tsc(before)  # the TSC keeps pace

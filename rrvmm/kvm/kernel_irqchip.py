@@ -12,17 +12,21 @@ The local APIC that comes with the irqchip is switched off (IA32_APIC_BASE enabl
 clear): its timer would be an unrecorded interrupt source, and with the APIC disabled KVM
 routes the PIC's INTR straight to the CPU. A guest that enables the APIC and arms its
 timer is refused (``lapic_timer_armed``).
+
+The PIC's registers are handed out raw (``PicRegisters``); what they mean is rrvmm's 8259
+model's business, on the machine side (``rrvmm.machine.interrupts``).
 """
 
 from __future__ import annotations
 
 import ctypes as C
+import dataclasses
 
-from rrvmm.devices.pic import Pic8259Pair, PicChipState
+from rrvmm.cpu.backend import PicRegisters
 from rrvmm.kvm import linux_kvm as K
 from rrvmm.kvm.kvm import KvmVcpu, KvmVm, ioctl
 
-__all__ = ["KernelIrqchip", "LAPIC_DISABLED_BASE"]
+__all__ = ["KvmIrqchip", "LAPIC_DISABLED_BASE"]
 
 _CHIPS = {"pic_master": 0, "pic_slave": 1, "ioapic": 2}
 LAPIC_DISABLED_BASE = 0xFEE0_0000 | (1 << 8)  # BSP bit, global enable (bit 11) clear
@@ -32,7 +36,9 @@ _TIMER_INITIAL_COUNT = 0x380
 _LVT_MASKED = 1 << 16
 
 
-class KernelIrqchip:
+class KvmIrqchip:
+    """The VM's in-kernel PIC pair, IOAPIC and LAPIC: lines in, raw state out."""
+
     def __init__(self, vm: KvmVm) -> None:
         ioctl(vm.fd, K.KVM_CREATE_IRQCHIP)
         self.vm = vm
@@ -63,26 +69,12 @@ class KernelIrqchip:
             ioctl(self.vm.fd, K.KVM_SET_IRQCHIP, K.kvm_irqchip.from_buffer_copy(state[name]))
         vcpu.set(K.KVM_SET_LAPIC, K.kvm_lapic_state.from_buffer_copy(state["lapic"]))
 
-    def pending_vector(self, raise_line: int | None = None) -> int | None:
-        """The vector the PIC would hand the CPU at its next INTA, if any (after a rising
-        edge on ``raise_line``, if given: nothing is changed in KVM).
-
-        Computed by rrvmm's own 8259 model from the kernel's registers: the debugger
-        needs it to stop at a handler's first instruction, the machine to know whether
-        an edge would be taken at once.
-        """
-        pair = Pic8259Pair()
-        for chip, cid in ((pair.state.master, 0), (pair.state.slave, 1)):
-            _load(chip, K.kvm_pic_state.from_buffer_copy(bytes(self._get(cid)), 8))
-        if raise_line is not None:
-            pair.set_irq(raise_line, False)
-            pair.set_irq(raise_line, True)
-        return pair.pending_vector()
-
-    def line_vector(self, line: int) -> int:
-        """The vector the PIC's current programming gives ``line``."""
-        chip = K.kvm_pic_state.from_buffer_copy(bytes(self._get(0 if line < 8 else 1)), 8)
-        return chip.irq_base + (line & 7)
+    def pic_registers(self) -> tuple[PicRegisters, PicRegisters]:
+        """Master and slave as KVM holds them (``KVM_GET_IRQCHIP``), field by field."""
+        master, slave = (
+            K.kvm_pic_state.from_buffer_copy(bytes(self._get(cid)), 8) for cid in (0, 1)
+        )
+        return _registers(master), _registers(slave)
 
     def lapic_timer_armed(self, vcpu: KvmVcpu) -> bool:
         """The guest enabled the local APIC and started its timer (not recordable)."""
@@ -94,14 +86,8 @@ class KernelIrqchip:
         return not lvt & _LVT_MASKED and count != 0
 
 
-def _load(c: PicChipState, k: K.kvm_pic_state) -> None:
-    c.irr, c.imr, c.isr = k.irr, k.imr, k.isr
-    c.priority_add, c.irq_base = k.priority_add, k.irq_base
-    c.lines, c.elcr = k.last_irr, k.elcr
-    c.special_mask, c.poll = bool(k.special_mask), bool(k.poll)
-    c.auto_eoi, c.rotate_on_auto_eoi = bool(k.auto_eoi), bool(k.rotate_on_auto_eoi)
-    c.special_fully_nested = bool(k.special_fully_nested_mode)
-    c.init_state, c.init4 = k.init_state, bool(k.init4)
+def _registers(k: K.kvm_pic_state) -> PicRegisters:
+    return PicRegisters(**{f.name: getattr(k, f.name) for f in dataclasses.fields(PicRegisters)})
 
 
 assert C.sizeof(K.kvm_irqchip) == 520

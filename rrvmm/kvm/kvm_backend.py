@@ -23,10 +23,14 @@ from rrvmm.cpu.backend import (
     BackendError,
     BackendUnavailable,
     ExitKind,
+    InstructionCounting,
+    KernelIrqchip,
+    PicRegisters,
+    QueuedInterrupt,
     VcpuExit,
 )
 from rrvmm.kvm import linux_kvm as K
-from rrvmm.kvm.kernel_irqchip import KernelIrqchip
+from rrvmm.kvm.kernel_irqchip import KvmIrqchip
 from rrvmm.kvm.kvm import Kvm, KvmVcpu, KvmVm
 from rrvmm.kvm.memslots import MemorySlots
 
@@ -74,7 +78,7 @@ class KvmBackend:
 
     def __init__(self, memory_size: int, path: str = "/dev/kvm", irqchip: str = "user") -> None:
         """``irqchip``: 'user' (rrvmm's 8259, KVM_INTERRUPT) or 'kernel' (KVM's, see
-        ``kernel_irqchip``)."""
+        ``rrvmm.kvm.kernel_irqchip``; ``kernel_irqchip()`` then hands it out)."""
         if irqchip not in ("user", "kernel"):
             raise BackendError(f"unknown irqchip {irqchip!r} (user or kernel)")
         self.kvm = Kvm(path)
@@ -87,13 +91,12 @@ class KvmBackend:
         self.memory = mmap.mmap(-1, memory_size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._mem_addr = C.addressof(C.c_char.from_buffer(self.memory))
         self.slots = MemorySlots(self.vm, self._mem_addr, memory_size)
-        self.irqchip = irqchip
-        self.kernel_irqchip = KernelIrqchip(self.vm) if irqchip == "kernel" else None
+        self._chip = KvmIrqchip(self.vm) if irqchip == "kernel" else None
         self.vcpu: KvmVcpu = self.vm.create_vcpu(0)
-        if self.kernel_irqchip is not None:
-            self.kernel_irqchip.disable_lapic(self.vcpu)
+        if self._chip is not None:
+            self._chip.disable_lapic(self.vcpu)
         self._halted: bool | None = None  # mp_state at the last exit, read on demand
-        self._state_msrs = _STATE_MSRS + ((K.MSR_IA32_APICBASE,) if self.kernel_irqchip else ())
+        self._state_msrs = _STATE_MSRS + ((K.MSR_IA32_APICBASE,) if self._chip else ())
         self._run = self.vcpu.run_struct
         self._sync = bool(self.kvm.check_extension(K.KVM_CAP_SYNC_REGS) & K.KVM_SYNC_X86_REGS)
         self._sync_regs = self._run.s.regs.regs
@@ -296,10 +299,22 @@ class KvmBackend:
     def inject_interrupt(self, vector: int) -> None:
         self.vcpu.interrupt(vector)
 
+    # --- capabilities ---
+    def instruction_counter(self) -> InstructionCounting | None:
+        return None  # no performance counters here: positions are exits (determinism.md)
+
+    def kernel_irqchip(self) -> KernelIrqchip | None:
+        return self if self._chip is not None else None
+
+    # --- the kernel irqchip (``KernelIrqchip``; only while ``kernel_irqchip()`` is self) ---
     def set_irq_line(self, line: int, level: bool) -> None:
-        """Drive an input of the in-kernel PIC (kernel irqchip only; vCPU out of KVM_RUN)."""
-        assert self.kernel_irqchip is not None
-        self.kernel_irqchip.set_line(line, level)
+        """Drive an input of the in-kernel PIC (vCPU out of KVM_RUN)."""
+        assert self._chip is not None
+        self._chip.set_line(line, level)
+
+    def pic_registers(self) -> tuple[PicRegisters, PicRegisters]:
+        assert self._chip is not None
+        return self._chip.pic_registers()
 
     def halted(self) -> bool:
         """The vCPU sits in HLT inside KVM (kernel irqchip: HLT does not exit)."""
@@ -339,43 +354,15 @@ class KvmBackend:
             self.vcpu.set(K.KVM_SET_REGS, self._sync_regs)
             self._run.kvm_dirty_regs = 0
 
-    def deliverable_vector(self) -> int | None:
-        """Kernel irqchip: the vector the next entry delivers (IF set, no STI/MOV SS shadow)."""
-        chip = self.kernel_irqchip
-        assert chip is not None
-        ev = self._events_if_interruptible()
-        if ev is None or ev.interrupt.shadow:
-            return None
-        return ev.interrupt.nr if ev.interrupt.injected else chip.pending_vector()
-
-    def _events_if_interruptible(self) -> K.kvm_vcpu_events | None:
-        """The vCPU's pending events, or None while RFLAGS.IF is clear (nothing is taken)."""
+    def queued_interrupt(self) -> QueuedInterrupt | None:
+        """The vCPU's interrupt events, or None while RFLAGS.IF is clear (nothing is taken)."""
         if not self.get_regs()["rflags"] & (1 << 9):
             return None
-        return self.vcpu.get(K.KVM_GET_VCPU_EVENTS, K.kvm_vcpu_events)
-
-    def edge_taken_at_entry(self, line: int) -> bool:
-        """Kernel irqchip: a rising edge on ``line`` now would be delivered at the next entry.
-
-        Only such edges are handed to KVM: one it would hold pending is delivered when
-        the guest opens its window, and KVM's instruction emulator (kvm_pvm hosts) notices
-        that only at the end of a batch of instructions that began at the last entry, a
-        point replay cannot reproduce.
-        """
-        chip = self.kernel_irqchip
-        assert chip is not None
-        ev = self._events_if_interruptible()
-        if ev is None:
-            return False
-        # An interrupt already on its way (pending in the PIC, or acknowledged and queued
-        # by an entry that a kick cut short) holds the edge back either way: which of the
-        # two KVM shows depends on where the kick fell, not on the guest.
-        if ev.interrupt.shadow or ev.interrupt.injected or chip.pending_vector() is not None:
-            return False
-        return chip.pending_vector(raise_line=line) == chip.line_vector(line)
+        ev = self.vcpu.get(K.KVM_GET_VCPU_EVENTS, K.kvm_vcpu_events).interrupt
+        return QueuedInterrupt(bool(ev.injected), ev.nr, bool(ev.shadow))
 
     def lapic_timer_armed(self) -> bool:
-        return self.kernel_irqchip is not None and self.kernel_irqchip.lapic_timer_armed(self.vcpu)
+        return self._chip is not None and self._chip.lapic_timer_armed(self.vcpu)
 
     def request_interrupt_window(self, on: bool) -> None:
         self._run.request_interrupt_window = 1 if on else 0
@@ -444,8 +431,8 @@ class KvmBackend:
         if self._has_xsave:
             state["xsave"] = bytes(v.get(K.KVM_GET_XSAVE, K.kvm_xsave))
             state["xcrs"] = bytes(v.get(K.KVM_GET_XCRS, K.kvm_xcrs))
-        if self.kernel_irqchip is not None:
-            state["irqchip"] = self.kernel_irqchip.save(v)
+        if self._chip is not None:
+            state["irqchip"] = self._chip.save(v)
         return state
 
     def restore_state(self, state: dict[str, object]) -> None:
@@ -463,8 +450,8 @@ class KvmBackend:
         ev.flags = K.KVM_VCPUEVENT_VALID_NMI_PENDING | K.KVM_VCPUEVENT_VALID_SHADOW
         v.set(K.KVM_SET_VCPU_EVENTS, ev)
         v.set(K.KVM_SET_DEBUGREGS, K.kvm_debugregs.from_buffer_copy(state["debugregs"]))  # type: ignore[arg-type]
-        if self.kernel_irqchip is not None and "irqchip" in state:
-            self.kernel_irqchip.restore(v, state["irqchip"])  # type: ignore[arg-type]
+        if self._chip is not None and "irqchip" in state:
+            self._chip.restore(v, state["irqchip"])  # type: ignore[arg-type]
         v.set(K.KVM_SET_MP_STATE, K.kvm_mp_state(state["mp_state"]))  # type: ignore[arg-type]
         self._halted = None
         v.set_guest_debug(0)
@@ -491,7 +478,7 @@ class KvmBackend:
             control = K.KVM_GUESTDBG_ENABLE
             # a step must be one instruction, not an interrupt delivery too; but a run to a
             # breakpoint must take the kernel irqchip's interrupts as the recording did
-            if single_step or self.kernel_irqchip is None:
+            if single_step or self._chip is None:
                 control |= K.KVM_GUESTDBG_BLOCKIRQ
         if breakpoints:
             control |= K.KVM_GUESTDBG_USE_HW_BP

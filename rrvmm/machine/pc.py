@@ -1,9 +1,10 @@
 """The PC: devices on the port and MMIO buses, a CPU backend, and the exit loop.
 
 The loop only dispatches: an exit goes to the bus and a device; between exits the machine
-asks the seam whether a timer is due or input arrived, and delivers the PIC's interrupt
-when the vCPU can take it (or asks for an interrupt window when it cannot). Nothing here
-reads host time or input directly: that is the seam's job, so recording can see all of it.
+asks the seam whether a timer is due or input arrived, and lets the interrupt routing
+(``machine.interrupts``: rrvmm's 8259 or the backend's own) deliver what is pending.
+Nothing here reads host time or input directly: that is the seam's job, so recording can
+see all of it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from rrvmm.cpu.backend import GPR_NAMES, CpuBackend, ExitKind, VcpuExit
+from rrvmm.cpu.backend import GPR_NAMES, ExitKind, RecordableCpu, VcpuExit
 from rrvmm.devices import state as device_state
 from rrvmm.devices.acpi_pm import S5_SLP_TYP, AcpiPm
 from rrvmm.devices.bus import Bus, IrqLine
@@ -29,6 +30,7 @@ from rrvmm.machine.acpi import AcpiMachine, build_acpi
 from rrvmm.machine.boot.kernel import load_kernel
 from rrvmm.machine.boot.linux import BOOT_PARAMS_ADDR, is_bzimage, long_mode_sregs
 from rrvmm.machine.boot.multiboot import BootImage, protected_mode_sregs
+from rrvmm.machine.interrupts import InterruptRouting, KernelLines, UserPic
 from rrvmm.machine.virtio import VirtioHosts, VirtioSet
 from rrvmm.seam import Seam
 
@@ -42,10 +44,6 @@ DEBUG_EXIT_PORT = 0xF4
 ACPI_PM_PORT = 0x600  # PM1a event block (4 bytes) then control block (2), as the FADT says
 RFLAGS_IF = 1 << 9
 MIN_MEMORY = 2 << 20
-# kernel irqchip: an edge the guest cannot take yet is retried after a kick this soon; with
-# nothing due, a kick this often shows whether the guest halted for good
-LINE_RETRY_NS = 200_000
-HALT_POLL_NS = 100_000_000
 
 
 @dataclass
@@ -88,7 +86,7 @@ class Machine:
     def __init__(
         self,
         config: MachineConfig,
-        cpu: CpuBackend,
+        cpu: RecordableCpu,
         seam: Seam,
         serial: SerialHost | None,
         hosts: VirtioHosts | None = None,
@@ -113,14 +111,13 @@ class Machine:
         class _SeamClock:
             now_ns = seam.clock_ns
 
-        # kernel irqchip: KVM's 8259 takes the lines, and its ports never exit
-        self.kernel_irqchip = getattr(cpu, "kernel_irqchip", None) is not None
-        self._line_level: dict[int, bool] = {}  # what the devices drive
-        self._line_kvm: dict[int, bool] = {}  # what KVM's PIC was given
-        self._line_edge: set[int] = set()  # rising edges not yet given to KVM
-        self._lines_waiting = False
+        # with the backend's own 8259 (kernel irqchip) this one's ports never exit
         self.pic = Pic8259Pair()
-        irq = self._kernel_line if self.kernel_irqchip else self.pic.set_irq
+        chip = cpu.kernel_irqchip()
+        # the backend's own controller's lines (the debugger asks them too), or None
+        self.kernel_lines = None if chip is None else KernelLines(chip, seam)
+        self.interrupts: InterruptRouting = self.kernel_lines or UserPic(cpu, self.pic, seam)
+        irq = self.interrupts.set_line
         self.pit = Pit8254(_SeamClock(), IrqLine(PIT_IRQ, irq))
         self.uart = Uart16550(IrqLine(COM1_IRQ, irq), self._serial_tx)
         self.rtc = CmosRtc(seam.wall_time, config.memory)
@@ -148,42 +145,6 @@ class Machine:
         )  # fmt: skip
 
     # --- device callbacks ---
-    def _kernel_line(self, line: int, level: bool) -> None:
-        """A device changed a line into KVM's PIC: noted, handed over before the next entry.
-
-        A rising edge is kept (a pulse within one exit must not vanish) until
-        ``_apply_kernel_lines`` can give it to KVM at a point where it is taken at once.
-        """
-        if level and not self._line_level.get(line, False):
-            self._line_edge.add(line)
-        self._line_level[line] = level
-
-    def _apply_kernel_lines(self) -> None:
-        """Hand line changes to KVM (and the seam): lowering at once, a rising edge only
-        where the guest takes it at the entry (``edge_taken_at_entry``); the rest waits
-        for a later exit, and the seam is asked to make one soon."""
-        cpu: Any = self.cpu
-        self._lines_waiting = False
-        for line in sorted(self._line_level):
-            level = self._line_level[line]
-            if line in self._line_edge:
-                if not cpu.edge_taken_at_entry(line):
-                    self._lines_waiting = True
-                    continue
-                self._line_edge.discard(line)
-                self._set_kernel_line(line, True)
-            if self._line_kvm.get(line, False) != level:
-                self._set_kernel_line(line, level)
-
-    def _set_kernel_line(self, line: int, level: bool) -> None:
-        if self._line_kvm.get(line, False) == level:
-            if not level:
-                return
-            self.cpu.set_irq_line(line, False)  # type: ignore[attr-defined]  # for an edge
-        self.cpu.set_irq_line(line, level)  # type: ignore[attr-defined]
-        self._line_kvm[line] = level
-        self.seam.on_irq_line(self.exit_index, line, level)
-
     def _serial_tx(self, data: bytes) -> None:
         if self.serial is not None:
             self.serial.write(data)
@@ -257,10 +218,7 @@ class Machine:
     def prepare_entry(self) -> None:
         """Between exits: timers, serial input, interrupt delivery; then tell the seam."""
         self._between_exits()
-        poll = None
-        if self.kernel_irqchip:
-            poll = LINE_RETRY_NS if self._lines_waiting else HALT_POLL_NS
-        self.seam.entering_guest(self.pit.next_deadline_ns(), poll)
+        self.seam.entering_guest(self.pit.next_deadline_ns(), self.interrupts.poll_ns())
 
     def handle_exit(self, ex: VcpuExit) -> None:
         """Count, report and dispatch one exit; MachineStop when the guest ended."""
@@ -270,13 +228,11 @@ class Machine:
 
     def devices(self) -> dict[str, Any]:
         """The devices whose state a checkpoint must carry, by name."""
-        devs = {
-            "pic": self.pic, "pit": self.pit, "uart": self.uart, "rtc": self.rtc,
-            "i8042": self.i8042, "debug_exit": self.debug_exit, "post": self.post,
-            "pci": self.pci,
+        devs = self.interrupts.devices()  # the backend's own PIC is saved with the vCPU
+        devs |= {
+            "pit": self.pit, "uart": self.uart, "rtc": self.rtc, "i8042": self.i8042,
+            "debug_exit": self.debug_exit, "post": self.post, "pci": self.pci,
         }  # fmt: skip
-        if self.kernel_irqchip:
-            del devs["pic"]  # its state is KVM's, saved with the vCPU
         devs["acpi_pm"] = self.acpi_pm
         devs.update(self.virtio.devices())
         return devs
@@ -284,11 +240,7 @@ class Machine:
     def snapshot(self) -> dict[str, Any]:
         """Machine-level state (devices and counters), plain data."""
         out: dict[str, Any] = {"exit_index": self.exit_index, "stats": dict(self.stats)}
-        if self.kernel_irqchip:
-            out["kernel_lines"] = [
-                sorted(self._line_level.items()), sorted(self._line_kvm.items()),
-                sorted(self._line_edge),
-            ]  # fmt: skip
+        out |= self.interrupts.snapshot()
         for name, dev in self.devices().items():
             if hasattr(dev, "state"):
                 out[name] = device_state.snapshot(dev)
@@ -297,10 +249,7 @@ class Machine:
     def restore(self, snap: dict[str, Any]) -> None:
         self.exit_index = snap["exit_index"]
         self.stats = dict(snap["stats"])
-        if "kernel_lines" in snap:
-            level, kvm, edges = snap["kernel_lines"]
-            self._line_level, self._line_kvm = dict(level), dict(kvm)
-            self._line_edge = set(edges)
+        self.interrupts.restore(snap)
         for name, dev in self.devices().items():
             if name in snap:
                 device_state.restore(dev, snap[name])
@@ -319,8 +268,7 @@ class Machine:
             self._halt(ex)
         elif kind is ExitKind.INTR:
             self.stats["kicks"] += 1
-            if self.kernel_irqchip:
-                self._kicked_in_kernel(ex)
+            self._kicked(ex)
         elif kind is ExitKind.IRQ_WINDOW:
             pass
         else:
@@ -395,48 +343,29 @@ class Machine:
                 self.uart.receive(data)
         self.virtio.take_inputs(self.exit_index, self.seam)
 
-    def _kicked_in_kernel(self, ex: VcpuExit) -> None:
-        """Kernel irqchip: HLT does not exit, so a kick is where a stuck guest shows."""
-        cpu: Any = self.cpu
-        if cpu.lapic_timer_armed():
-            raise MachineStop(
-                RunResult(
-                    ExitStatus.GUEST_CRASH,
-                    "the guest started the local APIC timer, which --irqchip kernel cannot"
-                    " record; use --irqchip user",
-                )
-            )
-        if not cpu.halted():
+    def _kicked(self, ex: VcpuExit) -> None:
+        """A kick. With the backend's own 8259, HLT does not exit: here a stuck guest shows."""
+        problem = self.interrupts.unrecordable()
+        if problem is not None:
+            raise MachineStop(RunResult(ExitStatus.GUEST_CRASH, problem))
+        if not self.interrupts.halted_in_backend():
             return
         self._halted_with_interrupts_disabled(ex)
         # what the host already sent may be what wakes it: take it first (as a HLT exit
-        # with rrvmm's PIC does), then it is stuck only if no edge waits to be delivered
+        # with rrvmm's PIC does), then it is stuck only if no interrupt waits
         self._take_inputs(self.pit.next_deadline_ns())
         if (
             self.pit.next_deadline_ns() is None
             and not self.seam.input_possible()
-            and not self._line_edge
-            and cpu.deliverable_vector() is None
+            and not self.interrupts.pending()
         ):
             self._stuck(ex)
 
     def _deliver_interrupt(self) -> None:
-        if self.kernel_irqchip:
-            self._apply_kernel_lines()  # KVM delivers
-            return
-        cpu = self.cpu
-        if not self.pic.has_interrupt():
-            cpu.request_interrupt_window(False)
-            return
-        if cpu.interrupts_enabled():
-            vector = self.pic.acknowledge()
+        vector = self.interrupts.deliver(self.exit_index)
+        if vector is not None:
             self.last_vector = vector
-            cpu.inject_interrupt(vector)
-            cpu.request_interrupt_window(False)
             self.stats["injected"] += 1
-            self.seam.on_inject(self.exit_index, vector)
-        else:
-            cpu.request_interrupt_window(True)
 
     def _halt(self, ex: VcpuExit) -> None:
         """HLT: wait (in the seam) until a timer or input can wake the guest."""
@@ -444,7 +373,7 @@ class Machine:
         while True:
             deadline = self.pit.next_deadline_ns()
             self._take_inputs(deadline)
-            if self.pic.has_interrupt() or self.seam.stop_requested():
+            if self.interrupts.pending() or self.seam.stop_requested():
                 return
             if deadline is None and not self.seam.input_possible():
                 self._stuck(ex)

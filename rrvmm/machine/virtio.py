@@ -22,6 +22,7 @@ from rrvmm.devices.bus import Bus, IrqLine
 from rrvmm.devices.virtio import (
     MMIO_SIZE,
     Disk,
+    DiskError,
     GuestMemoryError,
     VirtioBlk,
     VirtioConsole,
@@ -29,12 +30,13 @@ from rrvmm.devices.virtio import (
     VirtioNet,
     VirtioRng,
 )
+from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.machine.acpi import VirtioMmioSlot
 
 if TYPE_CHECKING:
-    from rrvmm.cpu.backend import CpuBackend
+    from rrvmm.cpu.backend import RecordableCpu
 
-__all__ = ["VirtioSet", "SLOTS", "VirtioHosts"]
+__all__ = ["VirtioSet", "SLOTS", "VirtioHosts", "open_disk"]
 
 MAX_CONSOLE_INPUT = 1 << 20  # bytes of host input handed to the virtio console per exit
 
@@ -58,12 +60,21 @@ class VirtioHosts:
     console_out: Callable[[bytes], None] | None = None
 
 
+def open_disk(path: str, mode: str) -> Disk:
+    """The block device's host end (``mode`` OVERLAY or WRITE_THROUGH); a disk image that
+    cannot be opened is a one-line RrvmmError, for run, record and replay alike."""
+    try:
+        return Disk(path, mode)
+    except (DiskError, ValueError) as e:
+        raise RrvmmError(str(e), ExitStatus.NO_INPUT) from None
+
+
 class _Memory:
     """Guest RAM for device DMA: writes are marked dirty like guest stores, so landings
     and checkpoints see what a device wrote."""
 
-    def __init__(self, cpu: CpuBackend) -> None:
-        self._cpu: Any = cpu
+    def __init__(self, cpu: RecordableCpu) -> None:
+        self._cpu = cpu
 
     def read(self, gpa: int, size: int) -> bytes:
         try:
@@ -86,7 +97,7 @@ class VirtioSet:
 
     def __init__(
         self,
-        cpu: CpuBackend,
+        cpu: RecordableCpu,
         mmio: Bus,
         irq: Callable[[int, bool], None],
         hosts: VirtioHosts,

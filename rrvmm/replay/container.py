@@ -34,6 +34,7 @@ import lz4.block
 import msgpack
 import xxhash
 
+from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.inputfile import open_input
 from rrvmm.replay.errors import (
     NotATrace,
@@ -54,6 +55,7 @@ __all__ = [
     "MAX_CHUNK_RAW",
     "TraceWriter",
     "TraceReader",
+    "open_trace",
     "TraceError",
     "TraceCorrupt",
     "TraceVersionError",
@@ -1034,3 +1036,23 @@ class TraceReader:
                 f"chunk payload does not decode: {why}", chunk=number, offset=offset
             ) from None
         return events
+
+
+def open_trace(path: str | os.PathLike[str]) -> TraceReader:
+    """Open a trace for reading, its header, events and footer checked against the event
+    layer's schema (a crafted file is corrupt, not a traceback); every failure is a one-line
+    RrvmmError (for the command line, which prints it and exits with its status)."""
+    # Imported here: the container is the file format and knows no event kinds; only this
+    # opener, for the command line, brings the event layer's schema in.
+    from rrvmm.replay.schema import TRACE_SCHEMA
+
+    try:
+        return TraceReader(path, schema=TRACE_SCHEMA)
+    except FileNotFoundError:
+        raise RrvmmError(f"trace not found: {path}", ExitStatus.NO_INPUT) from None
+    except IsADirectoryError:
+        raise RrvmmError(f"trace path is a directory: {path}", ExitStatus.NO_INPUT) from None
+    except TraceError as e:
+        raise RrvmmError(str(e), ExitStatus.BAD_TRACE) from None
+    except OSError as e:
+        raise RrvmmError(f"cannot read trace {path}: {e.strerror}", ExitStatus.NO_INPUT) from None

@@ -329,9 +329,7 @@ def diff_traces(
     notes = check_comparable(a, b)
     result = DiffResult(_summary(a), _summary(b), notes=notes)
     if ignore:
-        result.notes.append(
-            "values of " + ", ".join(sorted(k.name for k in ignore)) + " are not compared"
-        )
+        result.notes.append(", ".join(sorted(k.name for k in ignore)) + " events are not compared")
     d = _Differ(a, b, frozenset(int(k) for k in ignore), progress)
     result.skipped_chunks, start = _identical_prefix(a, b)
     end = max(result.a["exits"], result.b["exits"])
@@ -352,6 +350,9 @@ def diff_traces(
         if progress is not None and idx >= tick:
             progress(idx, end)
             tick = idx + step
+        if d.ignore:  # ignored kinds are not compared at all: neither value nor presence
+            ea = [ev for ev in ea if ev[0] not in d.ignore]
+            eb = [ev for ev in eb if ev[0] not in d.ignore]
         if d.groups_equal(ea, eb):
             continue
         if result.first is None:

@@ -10,27 +10,43 @@ device state, the trace cursor and the pages written since — and re-executes f
 
 from __future__ import annotations
 
-import io
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from rrvmm.cpu.backend import ExitKind, VcpuExit
+from rrvmm.cpu.backend import ExitKind, RecordableCpu, VcpuExit
+from rrvmm.cpu.dirty import PAGE
 from rrvmm.cpu.mmu import PageFault, read_virtual, translate
-from rrvmm.host.terminal import SerialHost
-from rrvmm.kvm.memslots import PAGE
-from rrvmm.launch import _checked, _images_for_replay, replay_backend, replay_machine
-from rrvmm.machine.pc import Machine, MachineStop, RunResult
+from rrvmm.machine.pc import MachineStop, RunResult
 from rrvmm.replay.container import TraceReader
+from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import (
     Landing,
-    LandingProbe,
     memory_fingerprint,
     pages_of,
     regs_fingerprint,
 )
-from rrvmm.replay.replayer import Replayer, TraceEnded
-from rrvmm.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
+from rrvmm.replay.landing import (
+    HALTED_LANDING_POLL_NS,
+    STUCK_POLL_NS,
+    Halt,
+    after_kick,
+    forge_landing,
+    run_to_count,
+)
+from rrvmm.replay.replayer import TraceEnded
+from rrvmm.replay.rig import build_rig
+from rrvmm.target import (
+    REGISTER_NAMES,
+    Position,
+    RecordedExit,
+    RecordedImage,
+    Stop,
+    StopKind,
+    TargetError,
+    WatchKind,
+)
 
 __all__ = ["ReplayEngine", "Checkpoint"]
 
@@ -65,10 +81,6 @@ class _Watch:
         return addr < self.address + self.length and self.address < addr + size
 
 
-_HALT_POLL_NS = 200_000  # kernel irqchip: a halted landing is due, look for it soon
-_STUCK_POLL_NS = 20_000_000  # otherwise only so that a stuck guest does not hang the stub
-
-
 class _Hit(Exception):
     """Internal: a breakpoint or watchpoint was hit while running."""
 
@@ -77,7 +89,7 @@ class _Hit(Exception):
 
 
 class ReplayEngine:
-    """Implements ``rrvmm.target.Target`` over a KVM replay of a trace."""
+    """Implements ``rrvmm.target.ReplayTarget`` over a replay of a trace."""
 
     def __init__(
         self,
@@ -90,26 +102,19 @@ class ReplayEngine:
         backend: str | None = None,
         disk: str | None = None,
     ) -> None:
-        header = reader.header
         self.reader = reader
-        images = _images_for_replay(header, kernel, initrd, reader)
-        self.config, self._hosts = replay_machine(header, images, disk, reader)
         self.total_exits = (reader.footer or {}).get("exits") or (
             reader.chunks[-1].last_exit if reader.chunks else 0
         )
-        self.cpu: Any = replay_backend(header, backend, kvm_device)
-        self.cpu.set_cpuid([tuple(r) for r in header["cpuid"]])
-        self.exact_flags = self.cpu.name == header.get("backend", "kvm")
-        # recorded and replayed on a CPU that counts instructions: landings by count
-        self.exact_counts = self.exact_flags and hasattr(self.cpu, "set_instruction_limit")
-        self.output = io.BytesIO()
-        self.serial = SerialHost(output=self.output, input_fd=None)
-        self.replayer = Replayer(
-            lambda k: _checked(reader.events(k)), self.cpu, exact_flags=self.exact_flags
+        self._rig = build_rig(
+            reader, kernel=kernel, initrd=initrd, disk=disk, backend=backend, kvm_device=kvm_device
         )
-        self.probe = LandingProbe(self.cpu, self.exact_flags, self.exact_counts)
-        self.machine = Machine(self.config, self.cpu, self.replayer, self.serial, self._hosts)
-        self.machine.boot(images.kernel, images.initrd)
+        self.cpu: RecordableCpu = self._rig.cpu
+        self.counter = self.cpu.instruction_counter()  # landings by count, where it counts
+        self.serial = self._rig.serial
+        self.replayer = self._rig.replayer
+        self.machine = self._rig.machine
+        self.probe = self.replayer.probe
         self.slots = self.cpu.slots
         self.every = checkpoint_every
         self.breakpoints: set[int] = set()
@@ -259,8 +264,7 @@ class ReplayEngine:
     def _land_without_progress(self) -> bool:
         landing = self.replayer.next_landing()
         if landing is not None and not landing.progressed:
-            self.probe.passed()
-            self._handle_exit(self.cpu.forge_exit(landing.kind, landing.rip))
+            self._handle_exit(forge_landing(self.cpu, self.probe, landing))
             return True
         return False
 
@@ -333,14 +337,14 @@ class ReplayEngine:
             self._take_landing(landing)
             return None
         vector = self.machine.last_vector if injected else None
-        if self.machine.kernel_irqchip:
-            vector = self.cpu.deliverable_vector()  # KVM's 8259 delivers at the next entry
-            if vector is None and self.cpu.halted():
+        if (lines := self.machine.kernel_lines) is not None:
+            vector = lines.deliverable_vector()  # KVM's 8259 delivers at the next entry
+            if vector is None and lines.chip.halted():
                 raise TargetError(
                     "replay diverged: the guest is halted here, the recording goes on"
                 )
-            if vector is None and self.cpu.at_hlt():
-                self.cpu.halt()  # a single-stepped HLT would block inside KVM
+            if vector is None and lines.chip.at_hlt():
+                lines.chip.halt()  # a single-stepped HLT would block inside KVM
                 return self._stepped()
         if vector is not None:
             # the interrupt is delivered at entry: stop at the handler's first instruction
@@ -414,19 +418,21 @@ class ReplayEngine:
             if landing is not None and rip == landing.rip and self.probe.matches(landing):
                 self._take_landing(landing)
                 continue
-            if self.machine.kernel_irqchip:
+            if self.machine.kernel_lines is not None:
                 # a halted landing is no breakpoint hit: look at the vCPU now and then
                 halted = landing is not None and landing.halted
-                self.replayer.poll_vcpu(self.cpu, _HALT_POLL_NS if halted else _STUCK_POLL_NS)
+                self.replayer.poll_vcpu(
+                    self.cpu, HALTED_LANDING_POLL_NS if halted else STUCK_POLL_NS
+                )
             self.cpu.set_debug(sorted(set(arm)))
-            if counted:
-                self.cpu.set_instruction_limit(landing.instructions)
             try:
-                ex = self.cpu.run()
+                ex = (
+                    run_to_count(self.cpu, self.counter, landing.instructions)
+                    if counted and self.counter is not None
+                    else self.cpu.run()
+                )
             finally:
                 self.cpu.set_debug([])
-                if counted:
-                    self.cpu.set_instruction_limit(None)
             self.n = None
             if counted and ex.kind is ExitKind.INTR and self.probe.matches(landing):
                 self._take_landing(landing)
@@ -450,10 +456,12 @@ class ReplayEngine:
                 self._watch_hit = None
                 continue
             if ex.kind is ExitKind.INTR:
-                if self.machine.kernel_irqchip and self.cpu.halted():
-                    if landing is not None and landing.halted and self.probe.matches(landing):
+                if (lines := self.machine.kernel_lines) is not None:
+                    # a halted landing is no breakpoint hit: it is found when kicked
+                    halt = after_kick(lines.chip, self.probe, landing)
+                    if halt is Halt.LANDED:
                         self._take_landing(landing)
-                    elif self.cpu.deliverable_vector() is None:
+                    elif halt is Halt.STUCK:
                         raise TargetError(
                             "replay diverged: the guest halted where the recording went on"
                         )
@@ -708,6 +716,53 @@ class ReplayEngine:
             low |= int.from_bytes(raw[8:12], "little") << 32
         return low
 
+    # --- the recording (ReplayTarget) ---
+    @property
+    def end_reason(self) -> str | None:
+        return self.ended.reason if self.ended is not None else None
+
+    @property
+    def cpu_name(self) -> str:
+        return self.cpu.name
+
+    @property
+    def trace_path(self) -> str:
+        return str(self.reader.path)
+
+    def recorded_kernel(self) -> RecordedImage | None:
+        kernel = self.reader.header.get("images", {}).get("kernel")
+        return RecordedImage(kernel["path"], kernel["sha256"]) if kernel else None
+
+    def symbol_file(self, scratch: Path) -> Path | None:
+        from rrvmm.replay.symbol_files import find_symbol_file
+
+        return find_symbol_file(self.reader, scratch, elf64=False)
+
+    def recorded_exits(self, start: int, count: int) -> list[RecordedExit]:
+        out: list[RecordedExit] = []
+        if count <= 0:
+            return out
+        for idx, ev in self.reader.events(start):
+            if idx < start or ev[0] != EventKind.EXIT:
+                continue
+            out.append(RecordedExit(idx, ExitKind(ev[1]).name, ev[2], ev[3], ev[4], ev[5]))
+            if len(out) >= count:
+                break
+        return out
+
+    def serial_output(self, last: int | None = None) -> bytes:
+        transcript = self.serial.transcript
+        return bytes(transcript if last is None else transcript[-last:])
+
+    def code_bits(self) -> int:
+        s = self.cpu.get_sregs()
+        cs = s["cs"]
+        if cs.get("l"):
+            return 64
+        if not s["cr0"] & 1:
+            return 16
+        return 32 if cs.get("db") else 16
+
     # --- monitor ---
     def monitor(self, command: str) -> str:
         from rrvmm.replay.monitor import run_monitor
@@ -715,7 +770,4 @@ class ReplayEngine:
         return run_monitor(self, command)
 
     def close(self) -> None:
-        self.replayer.close()
-        if self._hosts.disk is not None:
-            self._hosts.disk.close()
-        self.cpu.close()
+        self._rig.close()

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import xxhash
 
 from rrvmm.cpu.backend import GPR_NAMES, ExitKind
 from rrvmm.replay.events import EventKind
+
+if TYPE_CHECKING:
+    from rrvmm.cpu.backend import RecordableCpu
 
 __all__ = [
     "regs_fingerprint", "memory_fingerprint", "pages_of", "Landing", "STATUS_FLAGS",
@@ -96,10 +99,11 @@ class LandingProbe:
     On a CPU that counts instructions (``exact_counts``) the count alone decides.
     """
 
-    def __init__(self, cpu: Any, exact_flags: bool, exact_counts: bool) -> None:
+    def __init__(self, cpu: RecordableCpu, exact_flags: bool, exact_counts: bool) -> None:
         self.cpu = cpu
+        self.counter = cpu.instruction_counter()
         self.exact_flags = exact_flags
-        self.exact_counts = exact_counts
+        self.exact_counts = exact_counts and self.counter is not None
         self.dirty = 0  # pages read from the log since the last exit, not yet hashed away
 
     def counted(self, landing: Landing | None) -> bool:
@@ -108,7 +112,8 @@ class LandingProbe:
     def matches(self, landing: Landing) -> bool:
         cpu = self.cpu
         if self.counted(landing):
-            return cpu.instructions == landing.instructions
+            assert self.counter is not None  # exact_counts says so
+            return self.counter.instructions == landing.instructions
         if not landing.regs_match(cpu.get_regs(), self.exact_flags):
             return False
         self.dirty |= cpu.dirty_bitmap()

@@ -87,7 +87,12 @@ def run(action: str, reader: TraceReader, as_json: bool, out: TextIO) -> int:
     try:
         if action == "info":
             data = info(reader)
-            _emit(data, as_json, out)
+            if as_json:
+                _emit(data, as_json, out)
+            else:
+                from rrvmm.replay.info_text import format_info
+
+                out.write(format_info(data, reader.footer))
         elif action == "stats":
             _emit(stats(reader), as_json, out)
         else:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rrvmm.cpu.backend import ExitKind
-from rrvmm.replay.events import EventKind
-from rrvmm.target import TargetError
+from rrvmm.target import RecordedExit, TargetError
 
 if TYPE_CHECKING:
     from rrvmm.replay.engine import ReplayEngine
 
-__all__ = ["run_monitor", "list_exits", "HELP"]
+__all__ = ["run_monitor", "HELP"]
 
 _MAX_EXITS_LISTED = 10_000  # one reply's worth: gdb prints it all at once
 
@@ -23,29 +21,22 @@ HELP = """monitor commands:
   help              this text"""
 
 
-def list_exits(engine: ReplayEngine, start: int, count: int) -> list[dict[str, object]]:
-    """Recorded exits [start, start+count) as dicts: index, kind, addr, size, value, rip."""
-    out: list[dict[str, object]] = []
-    for idx, ev in engine.reader.events(start):
-        if idx < start or ev[0] != EventKind.EXIT:
-            continue
-        if len(out) >= count:
-            break
-        value = ev[4].hex() if isinstance(ev[4], bytes) else ev[4]
-        out.append(
-            {"index": idx, "kind": ExitKind(ev[1]).name, "addr": ev[2], "size": ev[3],
-             "value": value, "rip": ev[5]}
-        )  # fmt: skip
-    return out
+# gdb inserts breakpoints (Z packets) when it resumes and removes them when it stops,
+# unless told to keep them in; the stub only knows what is inserted.
+_NONE = (
+    "none inserted (gdb inserts breakpoints only while the guest runs; with `set breakpoint"
+    " always-inserted on`, as `rrvmm replay --gdb` sets, they are listed here)"
+)
+# gdb caches registers between stops and cannot be told from here that they changed.
+_GOTO_NOTE = (
+    "(gdb: `maintenance flush register-cache` shows the new registers; `rrvmm replay --gdb`"
+    " defines `goto N`, which does both)"
+)
 
 
-def _fmt_exit(e: dict[str, object]) -> str:
-    value = e["value"]
-    v = f"{value:#x}" if isinstance(value, int) else str(value)
-    return (
-        f"{e['index']:>8}  {e['kind']:<10} addr={e['addr']:#x} size={e['size']} value={v}"
-        f" rip={e['rip']:#x}"
-    )
+def _fmt_exit(e: RecordedExit) -> str:
+    v = f"{e.value:#x}" if isinstance(e.value, int) else e.value.hex()
+    return f"{e.index:>8}  {e.kind:<10} addr={e.addr:#x} size={e.size} value={v} rip={e.rip:#x}"
 
 
 def run_monitor(engine: ReplayEngine, command: str) -> str:
@@ -69,26 +60,26 @@ def _run(engine: ReplayEngine, command: str) -> str:
                 f"checkpoints: {len(engine.checkpoints)} (every {engine.every} exits),"
                 f" {mem / 1024:.0f} KiB of pages beyond the base image"
                 f" ({len(engine._base) * 4} KiB)",
-                f"breakpoints: {', '.join(hex(b) for b in sorted(engine.breakpoints)) or 'none'}",
+                f"breakpoints: {', '.join(hex(b) for b in sorted(engine.breakpoints)) or _NONE}",
                 "watchpoints: "
                 + (", ".join(f"{w.kind.value} {w.address:#x}+{w.length}" for w in engine.watches)
                    or "none"),
             ]  # fmt: skip
-            if engine.ended is not None:
-                lines.append(f"the guest ended here: {engine.ended.reason}")
+            if engine.end_reason is not None:
+                lines.append(f"the guest ended here: {engine.end_reason}")
             return "\n".join(lines)
         if cmd == "exits":
             start = int(args[0], 0) if args else engine.position().exit_index
             count = int(args[1], 0) if len(args) > 1 else 20
             if not 0 <= count <= _MAX_EXITS_LISTED:
                 raise TargetError(f"monitor exits: COUNT must be in 0..{_MAX_EXITS_LISTED}")
-            rows = list_exits(engine, start, count)
+            rows = engine.recorded_exits(start, count)
             return "\n".join(_fmt_exit(e) for e in rows) or "no exits there"
         if cmd == "goto":
             if len(args) != 1:
                 raise TargetError("usage: monitor goto EXIT")
             engine.goto_exit(int(args[0], 0))
-            return f"at exit {engine.position().exit_index}"
+            return f"at exit {engine.position().exit_index}\n{_GOTO_NOTE}"
         if cmd == "checkpoint":
             cp = engine.take_checkpoint()
             return f"checkpoint at exit {cp.exit_index} ({cp.memory_bytes // 1024} KiB)"

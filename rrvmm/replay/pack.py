@@ -4,7 +4,7 @@ A packed trace is an ordinary trace (same events, same chunks byte for byte, sam
 whose header additionally says ``packed`` and whose container carries, as blobs keyed by
 sha256, every image the header's ``images`` names (kernel, initrd, ...) plus optional symbol
 ELFs. Replay takes the images from the trace by their sha256 and never reads or writes the
-user's files for them (see ``session._images_for_replay``). docs/trace-format.md, "Packed
+user's files for them (see ``rrvmm.replay.rig.images_for_replay``). docs/trace-format.md, "Packed
 traces", describes the layout.
 """
 
@@ -21,7 +21,14 @@ from typing import Any, BinaryIO
 from rrvmm import __version__
 from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.inputfile import MAX_IMAGE_BYTES
-from rrvmm.replay.container import BLOBS_KEY, BlobMismatch, TraceError, TraceReader, TraceWriter
+from rrvmm.replay.container import (
+    BLOBS_KEY,
+    BlobMismatch,
+    TraceError,
+    TraceReader,
+    TraceWriter,
+    open_trace,
+)
 
 __all__ = [
     "PACKED_KEY",
@@ -195,8 +202,6 @@ def pack_trace(
     ``overrides`` maps image names (``kernel``, ``initrd``) to files to use instead of the
     recorded paths; they must still hash to the recorded sha256.
     """
-    from rrvmm.launch import open_trace
-
     src_path = Path(trace)
     out = Path(output) if output is not None else default_output(src_path)
     overrides = dict(overrides or {})

@@ -9,7 +9,7 @@ fingerprint so replay can find the same instruction again.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rrvmm.cpu.backend import ExitKind, VcpuExit
 from rrvmm.host.live_seam import LiveSeam
@@ -18,7 +18,7 @@ from rrvmm.replay.fingerprint import landing_payload
 from rrvmm.seam import Seam
 
 if TYPE_CHECKING:
-    from rrvmm.cpu.backend import CpuBackend
+    from rrvmm.cpu.backend import RecordableCpu
     from rrvmm.replay.container import TraceWriter
 
 __all__ = ["Recorder", "exit_event", "FORCED_EXITS"]
@@ -40,13 +40,15 @@ def exit_event(ex: VcpuExit, data: bytes) -> list:
 
 
 class Recorder(Seam):
-    def __init__(self, live: LiveSeam, writer: TraceWriter, cpu: CpuBackend) -> None:
+    def __init__(self, live: LiveSeam, writer: TraceWriter, cpu: RecordableCpu) -> None:
         self.live = live
         self.writer = writer
         self.cpu = cpu
+        self.counter = cpu.instruction_counter()  # counts go into landings, if it has them
+        self.kernel_irqchip = cpu.kernel_irqchip()
         self.index = 0
         self._injected_before_entry = False
-        cpu.enable_dirty_log()  # type: ignore[attr-defined]
+        cpu.enable_dirty_log()
         self.forced_exits = 0
         self._last_flush = time.monotonic()
 
@@ -56,7 +58,7 @@ class Recorder(Seam):
     def booted(self) -> None:
         # landings hash the pages the *guest* wrote: forget the loader's writes, which
         # some backends log (the software one) and others do not (KVM)
-        self.cpu.dirty_bitmap()  # type: ignore[attr-defined]
+        self.cpu.dirty_bitmap()
 
     # --- inputs ---
     def clock_ns(self) -> int:
@@ -115,12 +117,12 @@ class Recorder(Seam):
         A backend that counts instructions exactly adds the count: replay on it then stops
         at that count instead of searching with breakpoints.
         """
-        cpu: Any = self.cpu
+        cpu = self.cpu
         progressed = not (self._injected_before_entry and cpu.injection_pending())
-        count = getattr(cpu, "instructions", None)
+        count = None if self.counter is None else self.counter.instructions
         # kernel irqchip: the kick may find the vCPU halted inside KVM, which replay must
         # reach by running into the same HLT (a breakpoint after it would never fire)
-        halted = getattr(cpu, "kernel_irqchip", None) is not None and cpu.halted()
+        halted = self.kernel_irqchip is not None and self.kernel_irqchip.halted()
         return landing_payload(
             cpu.get_regs(), cpu.dirty_bitmap(), cpu.ram_page, progressed, count, halted
         )
@@ -147,9 +149,10 @@ class Recorder(Seam):
         if self.writer.pending_bytes and (long_wait or now - self._last_flush > _FLUSH_INTERVAL_S):
             self.writer.flush()
             self._last_flush = now
-        tsc_before = getattr(self.cpu, "tsc_offset", None)
+        counter = self.counter  # its TSC is virtual: host time moves it only here
+        tsc_before = None if counter is None else counter.tsc_offset
         self.live.idle(deadline_ns)
-        tsc_after = getattr(self.cpu, "tsc_offset", None)
+        tsc_after = None if counter is None else counter.tsc_offset
         if tsc_after != tsc_before:
             # a virtual TSC moved on while the guest was halted, by host time: an input
             self._log([EventKind.TSC, tsc_after])

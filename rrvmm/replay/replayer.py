@@ -18,21 +18,28 @@ from rrvmm.cpu.backend import GPR_NAMES, ExitKind, VcpuExit
 from rrvmm.host.kicker import Kicker
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import Landing, LandingProbe
+from rrvmm.replay.landing import (
+    HALTED_LANDING_POLL_NS,
+    STUCK_POLL_NS,
+    Halt,
+    after_kick,
+    forge_landing,
+    run_to_count,
+)
 from rrvmm.replay.recorder import FORCED_EXITS, exit_event
 from rrvmm.seam import Seam
+from rrvmm.target import TargetDiverged
 
 if TYPE_CHECKING:
-    from rrvmm.cpu.backend import CpuBackend
+    from rrvmm.cpu.backend import CpuBackend, InstructionCounting, KernelIrqchip, RecordableCpu
 
 __all__ = ["Replayer", "ReplayDivergence", "TraceEnded", "ExitCheck"]
 
 _READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
-_HALT_LANDING_POLL_NS = 200_000  # kernel irqchip: how often replay looks for a halted vCPU
-_HALT_DIVERGENCE_POLL_NS = 20_000_000  # ... when no landing is due (a halt = divergence)
 _EXIT_FIELDS = ("kind", "addr", "size", "value", "rip")
 
 
-class ReplayDivergence(Exception):
+class ReplayDivergence(TargetDiverged):
     """Replay left the recorded timeline; the message is the report."""
 
     def __init__(
@@ -84,7 +91,7 @@ class ExitCheck:
     """Called every ``every`` exits with (index, cpu); replay tests compare states."""
 
     every: int
-    callback: Callable[[int, Any], None]
+    callback: Callable[[int, RecordableCpu], None]
 
 
 @dataclass
@@ -100,7 +107,7 @@ class Replayer(Seam):
     def __init__(
         self,
         events: Callable[[int], Iterator[tuple[int, Any]]],
-        cpu: CpuBackend,
+        cpu: RecordableCpu,
         check: ExitCheck | None = None,
         exact_counts: bool = False,
         exact_flags: bool = True,
@@ -108,9 +115,12 @@ class Replayer(Seam):
         """``events(k)`` iterates the trace's events from the first one at exit ``k``.
 
         ``exact_counts``: the trace was recorded on a backend that counts instructions
-        exactly and ``cpu`` is one too, so forced exits are found by their count.
+        exactly and ``cpu`` is one too, so forced exits are found by their count (the
+        replay rig decides it: ``rrvmm.replay.rig.counts_exactly``).
         """
-        self.exact_counts = exact_counts and hasattr(cpu, "set_instruction_limit")
+        self.counter: InstructionCounting | None = cpu.instruction_counter()
+        self.kernel_irqchip: KernelIrqchip | None = cpu.kernel_irqchip()
+        self.exact_counts = exact_counts and self.counter is not None
         # flags left undefined by some instructions differ between CPU models
         self.exact_flags = exact_flags
         self._source = events
@@ -128,12 +138,12 @@ class Replayer(Seam):
         self.progress: Callable[[int], None] | None = None
         self._poller: Kicker | None = None  # kicks a vCPU that may be halted in KVM
         self.probe = LandingProbe(cpu, exact_flags, self.exact_counts)
-        cpu.enable_dirty_log()  # type: ignore[attr-defined]
+        cpu.enable_dirty_log()
 
     def booted(self) -> None:
         # landings hash the pages the *guest* wrote: forget the loader's writes, which
         # some backends log (the software one) and others do not (KVM)
-        self.cpu.dirty_bitmap()  # type: ignore[attr-defined]
+        self.cpu.dirty_bitmap()
 
     # --- the event cursor ---
     def _peek(self, n: int = 0) -> tuple[int, Any] | None:
@@ -346,7 +356,8 @@ class Replayer(Seam):
         # the recorder may have idled more than once (a wake-up with nothing due): each
         # time the TSC moved on is one event, the last one holds
         while (tsc := self._next_is(EventKind.TSC)) is not None:
-            self.cpu.tsc_offset = tsc[1]  # type: ignore[attr-defined]
+            if self.counter is not None:  # a virtual TSC; KVM's runs on its own
+                self.counter.tsc_offset = tsc[1]
         ev = self._peek()
         if ev is None:
             raise TraceEnded()
@@ -366,12 +377,12 @@ class Replayer(Seam):
             raise TraceEnded()
         idx, payload = ev
         if payload[0] == EventKind.EXIT and ExitKind(payload[1]) in FORCED_EXITS:
-            return self._land(cpu, ExitKind(payload[1]), payload[5])
-        if getattr(cpu, "kernel_irqchip", None) is not None:
-            return self._run_watching_halt(cpu)
+            return self._land(self.cpu, ExitKind(payload[1]), payload[5])  # that same CPU
+        if self.kernel_irqchip is not None:
+            return self._run_watching_halt(cpu, self.kernel_irqchip)
         return cpu.run()
 
-    def _land(self, cpu: Any, kind: ExitKind, rip: int) -> VcpuExit:
+    def _land(self, cpu: RecordableCpu, kind: ExitKind, rip: int) -> VcpuExit:
         """Run to the recorded forced exit: breakpoint at its RIP, match the fingerprint."""
         target = self.next_landing()
         if target is None:
@@ -380,21 +391,20 @@ class Replayer(Seam):
         probe = self.probe
         if not target.progressed:
             self.stats.forged += 1
-            probe.passed()  # the recorder's fingerprint consumed the dirty log here too
-            return cpu.forge_exit(kind, rip)
-        if probe.counted(target):
-            return self._land_by_count(cpu, kind, target.instructions)
-        if target.halted:
-            return self._land_halted(cpu, target)
-        if probe.matches(target):
-            probe.passed()  # the kick came before the guest ran an instruction: we are there
-            return cpu.forge_exit(kind, rip)
-        kernel = getattr(cpu, "kernel_irqchip", None) is not None
+            return forge_landing(cpu, probe, target)
+        if probe.counted(target) and self.counter is not None:
+            assert target.instructions is not None  # counted() checked it
+            return self._land_by_count(cpu, self.counter, kind, target.instructions)
+        chip = self.kernel_irqchip
+        if target.halted and chip is not None:
+            return self._land_halted(cpu, chip, target)
+        if probe.matches(target):  # the kick came before the guest ran an instruction
+            return forge_landing(cpu, probe, target)
         at_hlt: bool | None = None
         cpu.set_debug([rip])
         try:
             while True:
-                ex = self._run_watching_halt(cpu) if kernel else cpu.run()
+                ex = cpu.run() if chip is None else self._run_watching_halt(cpu, chip)
                 if ex.kind is not ExitKind.DEBUG or ex.rip != rip:
                     return ex  # a real exit first: the verification reports it
                 self.stats.landing_hits += 1
@@ -402,49 +412,50 @@ class Replayer(Seam):
                     probe.passed()
                     ex.kind, ex.addr, ex.size, ex.data, ex.detail = kind, 0, 0, b"", ""
                     return ex
-                if at_hlt is None:
-                    at_hlt = kernel and cpu.at_hlt()  # the same instruction at every hit
-                if at_hlt:
-                    cpu.halt()  # a single-stepped HLT would block inside KVM
+                if at_hlt is None:  # the same instruction at every hit
+                    at_hlt = chip is not None and chip.at_hlt()
+                if at_hlt and chip is not None:
+                    chip.halt()  # a single-stepped HLT would block inside KVM
                 else:
                     cpu.set_debug([], single_step=True)
-                    ex = self._run_watching_halt(cpu) if kernel else cpu.run()
+                    ex = cpu.run() if chip is None else self._run_watching_halt(cpu, chip)
                     if ex.kind is not ExitKind.DEBUG:
                         return ex
                 cpu.set_debug([rip])
         finally:
             cpu.set_debug([])
 
-    def _run_watching_halt(self, cpu: Any) -> VcpuExit:
+    def _run_watching_halt(self, cpu: CpuBackend, chip: KernelIrqchip) -> VcpuExit:
         """Kernel irqchip: run, but a guest halted for good is a divergence, not a hang."""
         if self._poller is None:
-            self.poll_vcpu(cpu, _HALT_DIVERGENCE_POLL_NS)
+            self.poll_vcpu(cpu, STUCK_POLL_NS)
         while True:
             ex = cpu.run()
             if ex.kind is not ExitKind.INTR:
                 return ex
-            if cpu.halted() and cpu.deliverable_vector() is None:
+            if after_kick(chip, self.probe, None) is Halt.STUCK:
                 raise self._diverged(
                     "running guest", "a forced exit while running", f"halted at RIP {ex.rip:#x}"
                 )
 
-    def _land_halted(self, cpu: Any, target: Landing) -> VcpuExit:
+    def _land_halted(self, cpu: CpuBackend, chip: KernelIrqchip, target: Landing) -> VcpuExit:
         """Kernel irqchip: run until the vCPU halts in the recorded HLT.
 
         A halted vCPU sits inside KVM_RUN and nothing but rrvmm can wake it, so the guest
-        is kicked (from ``_HALT_LANDING_POLL_NS`` on, backing off) until it is found halted;
+        is kicked (from ``HALTED_LANDING_POLL_NS`` on, backing off) until it is found halted;
         kicks are invisible to it. Halted in another state is a divergence: it would wait
         there for ever.
         """
-        self.poll_vcpu(cpu, _HALT_LANDING_POLL_NS)
+        self.poll_vcpu(cpu, HALTED_LANDING_POLL_NS)
         while True:
             ex = cpu.run()
             if ex.kind is not ExitKind.INTR:
                 return ex  # a real exit first: the verification reports it
-            if not cpu.halted():
+            halt = after_kick(chip, self.probe, target)
+            if halt is Halt.RUNNING:
                 continue
             self.stats.landing_hits += 1
-            if self.probe.matches(target):
+            if halt is Halt.LANDED:
                 self.probe.passed()
                 ex.kind = target.kind
                 return ex
@@ -453,7 +464,7 @@ class Replayer(Seam):
                 f"halted at RIP {ex.rip:#x} in another state",
             )  # fmt: skip
 
-    def poll_vcpu(self, cpu: Any, first_ns: int) -> None:
+    def poll_vcpu(self, cpu: CpuBackend, first_ns: int) -> None:
         """Kick the vCPU ``first_ns`` from now, then again and again with a growing delay
         (the kicker's retry), so that a vCPU halted inside KVM is always looked at."""
         if self._poller is None:
@@ -465,14 +476,12 @@ class Replayer(Seam):
             self._poller.close()
             self._poller = None
 
-    def _land_by_count(self, cpu: Any, kind: ExitKind, count: int) -> VcpuExit:
+    def _land_by_count(
+        self, cpu: CpuBackend, counter: InstructionCounting, kind: ExitKind, count: int
+    ) -> VcpuExit:
         """Run exactly to instruction ``count``: an exact CPU needs no search."""
-        cpu.set_instruction_limit(count)
-        try:
-            ex = cpu.run()
-        finally:
-            cpu.set_instruction_limit(None)
-        if ex.kind is ExitKind.INTR and cpu.instructions == count:
+        ex = run_to_count(cpu, counter, count)
+        if ex.kind is ExitKind.INTR and counter.instructions == count:
             self.probe.passed()  # keep the dirty log in step with the recorder's
             ex.kind = kind
         return ex  # anything else is reported by the exit verification

@@ -12,8 +12,9 @@ Instruction positions are exact and repeatable: ``instructions`` counts every in
 the guest completed. A ``rep`` string instruction counts once per iteration plus once for
 its final RCX=0 check (QEMU's model: after the last iteration RIP is still at the ``rep``).
 A faulting instruction does not count; INT n, INT3 and SYSCALL do. RDTSC/RDTSCP return
-``instructions * TSC_PER_INSTRUCTION + tsc_offset`` (MSR 0x10 writes set the offset): a
-virtual clock that advances inside a chunk and repeats exactly on replay.
+``guest_tsc(instructions, tsc_offset)`` (``cpu.guest_clock``: one tick per instruction at
+1 GHz; MSR 0x10 writes and halts move the offset): a virtual clock that advances inside a
+chunk and repeats exactly on replay.
 
 Exit RIPs match KVM: after the instruction for OUT, MMIO writes and HLT; at the
 instruction for IN and MMIO reads, which complete (with the value given to
@@ -32,8 +33,15 @@ from __future__ import annotations
 import ctypes
 import mmap
 
-from rrvmm.cpu.backend import BackendError, ExitKind, VcpuExit
+from rrvmm.cpu.backend import (
+    BackendError,
+    ExitKind,
+    InstructionCounting,
+    KernelIrqchip,
+    VcpuExit,
+)
 from rrvmm.cpu.cpuid import filter_cpuid
+from rrvmm.cpu.guest_clock import guest_tsc
 from rrvmm.soft import layout as L
 from rrvmm.soft.dirty import DirtyLog
 from rrvmm.soft.engine import Engine
@@ -44,9 +52,8 @@ from rrvmm.soft.runner import CHUNK, WINDOW_CHUNK, RunLoop
 from rrvmm.soft.slots import SoftSlots
 from rrvmm.soft.state import CpuState
 
-__all__ = ["SoftBackend", "CHUNK", "WINDOW_CHUNK", "TSC_PER_INSTRUCTION", "MAX_PHYS"]
+__all__ = ["SoftBackend", "CHUNK", "WINDOW_CHUNK", "MAX_PHYS"]
 
-TSC_PER_INSTRUCTION = 1
 MAX_PHYS = 1 << 48  # physical addresses above this are not mapped at all
 _HF_IRQ_BLOCK = L.HF_INHIBIT_IRQ_MASK
 
@@ -132,7 +139,7 @@ class SoftBackend(RunLoop):
         e.flush_tlb()
 
     def _tsc_in_chunk(self, started: int) -> int:
-        return (self.instructions + started) * TSC_PER_INSTRUCTION + self.tsc_offset
+        return guest_tsc(self.instructions + started, self.tsc_offset)
 
     # --- memory ---
     def read_memory(self, gpa: int, size: int) -> bytes:
@@ -172,13 +179,20 @@ class SoftBackend(RunLoop):
             self._pending_vector = vector
 
     def get_msrs(self, indices: list[int]) -> dict[int, int]:
-        tsc = self.instructions * TSC_PER_INSTRUCTION + self.tsc_offset
+        tsc = guest_tsc(self.instructions, self.tsc_offset)
         return self.regfile.get_msrs(indices, tsc)
 
     def set_msrs(self, values: dict[int, int]) -> None:
         if L.MSR_TSC in values:
-            self.tsc_offset = values[L.MSR_TSC] - self.instructions * TSC_PER_INSTRUCTION
+            self.tsc_offset = values[L.MSR_TSC] - guest_tsc(self.instructions, 0)
         self.regfile.set_msrs(values)
+
+    # --- capabilities ---
+    def instruction_counter(self) -> InstructionCounting | None:
+        return self
+
+    def kernel_irqchip(self) -> KernelIrqchip | None:
+        return None  # rrvmm's 8259 is the only interrupt controller here
 
     def set_instruction_limit(self, n: int | None) -> None:
         """Make ``run()`` return INTR when ``instructions`` reaches ``n`` (absolute; once)."""

@@ -33,7 +33,7 @@ def corrupt_trace(tmp_path_factory: pytest.TempPathFactory, guest_dir: Path) -> 
 @pytest.fixture
 def engine(corrupt_trace: Path) -> Iterator[object]:
     """A fresh ReplayEngine over the corrupt trace, at the start of the recording."""
-    from rrvmm.launch import open_trace
+    from rrvmm.replay.container import open_trace
     from rrvmm.replay.engine import ReplayEngine
 
     with open_trace(corrupt_trace) as reader:

@@ -1,32 +1,30 @@
-"""A stand-in replay engine for console tests that need no KVM.
+"""A stand-in ``ReplayTarget`` for console tests that need no KVM.
 
-Memory is the `corrupt` guest's ELF image (its loadable sections at their addresses), so
-disassembly and symbols are real; registers, position and stops are scripted.
+It implements the protocol the console drives (``rrvmm.target.ReplayTarget``) and nothing
+of the engine's insides. Memory is the `corrupt` guest's ELF image (its loadable sections
+at their addresses), so disassembly and symbols are real; registers, position, the
+recorded exits and stops are scripted.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
-from types import SimpleNamespace
 
-from rrvmm.replay.events import EventKind
-from rrvmm.target import REGISTER_NAMES, Position, Stop, StopKind, TargetError, WatchKind
-
-
-class FakeReader:
-    def __init__(self, exits: list[tuple[int, int, int, object, int]]) -> None:
-        # exits 1..N as (exit_kind, addr, size, value, rip)
-        self.exits = exits
-
-    def events(self, start: int = 0):  # noqa: ANN201
-        for i, (kind, addr, size, value, rip) in enumerate(self.exits, start=1):
-            if i >= start:
-                yield i, (EventKind.EXIT, kind, addr, size, value, rip)
+from rrvmm.target import (
+    REGISTER_NAMES,
+    Position,
+    RecordedExit,
+    RecordedImage,
+    Stop,
+    StopKind,
+    TargetError,
+    WatchKind,
+)
 
 
-class FakeEngine:
-    def __init__(self, elf: Path, exits: list[tuple[int, int, int, object, int]]) -> None:
+class FakeTarget:
+    def __init__(self, elf: Path, exits: list[RecordedExit]) -> None:
         from elftools.elf.elffile import ELFFile
 
         self.memory: dict[int, bytes] = {}
@@ -37,11 +35,9 @@ class FakeEngine:
         self.regs = {n: 0 for n in REGISTER_NAMES}
         self.regs.update(rip=0x101CE2, rsp=0x10AD88, eflags=0x246, cs=8, ss=0x10, cr0=0x80000011)
         self.pos = Position(0, 0)
-        self.total_exits = len(exits)
-        self.cpu = SimpleNamespace(name="kvm")
-        self.reader = FakeReader(exits)
-        self.serial = SimpleNamespace(transcript=bytearray(b"hello\nworld\n"))
-        self.ended = None
+        self.exits = exits  # exits 1..N
+        self.serial = bytearray(b"hello\nworld\n")
+        self.end_reason: str | None = None
         self.breakpoints: set[int] = set()
         self.watches: list[tuple[int, int, WatchKind]] = []
         self.stops: deque[Stop] = deque()
@@ -51,11 +47,17 @@ class FakeEngine:
     def read_registers(self) -> dict[str, int]:
         return dict(self.regs)
 
+    def write_register(self, name: str, value: int) -> None:
+        raise TargetError("a replay is read-only: registers cannot be changed")
+
     def read_memory(self, address: int, length: int) -> bytes:
         for base, data in self.memory.items():
             if base <= address and address + length <= base + len(data):
                 return data[address - base : address - base + length]
         raise TargetError(f"page fault at {address:#x}")
+
+    def write_memory(self, address: int, data: bytes) -> None:
+        raise TargetError("a replay is read-only: memory cannot be changed")
 
     def add_breakpoint(self, address: int, hardware: bool = False) -> None:
         self.breakpoints.add(address)
@@ -86,23 +88,51 @@ class FakeEngine:
             return Stop(StopKind.STEP)
         return Stop(StopKind.REPLAY_BEGIN if reverse else StopKind.REPLAY_END)
 
+    def interrupt(self) -> None:
+        pass
+
     def position(self) -> Position:
         return self.pos
-
-    def goto_exit(self, k: int) -> None:
-        self.calls.append(("goto_exit", k))
-        if k > self.total_exits:
-            raise TargetError(f"the recording has {self.total_exits} exits")
-        self.pos = Position(k, 0)
-
-    def goto(self, pos: Position) -> None:
-        self.calls.append(("goto", pos))
-        self.pos = pos
 
     def monitor(self, command: str) -> str:
         if command == "info":
             return "position: ...\ncheckpoints: 1 (every 1000 exits)\nbreakpoints: none"
         raise TargetError(f"unknown monitor command {command!r}")
 
-    def interrupt(self) -> None:
-        pass
+    # --- ReplayTarget ---
+    @property
+    def total_exits(self) -> int:
+        return len(self.exits)
+
+    @property
+    def cpu_name(self) -> str:
+        return "kvm"
+
+    @property
+    def trace_path(self) -> str:
+        return "fake.rrt"
+
+    def recorded_kernel(self) -> RecordedImage | None:
+        return None
+
+    def symbol_file(self, scratch: Path) -> Path | None:
+        return None
+
+    def goto_exit(self, exit_index: int) -> None:
+        self.calls.append(("goto_exit", exit_index))
+        if exit_index > self.total_exits:
+            raise TargetError(f"the recording has {self.total_exits} exits")
+        self.pos = Position(exit_index, 0)
+
+    def goto(self, position: Position) -> None:
+        self.calls.append(("goto", position))
+        self.pos = position
+
+    def recorded_exits(self, start: int, count: int) -> list[RecordedExit]:
+        return [e for e in self.exits if e.index >= start][:count]
+
+    def serial_output(self, last: int | None = None) -> bytes:
+        return bytes(self.serial if last is None else self.serial[-last:])
+
+    def code_bits(self) -> int:
+        return 64

@@ -1,4 +1,4 @@
-"""The console's commands, parsing and formatting over a stand-in engine (no KVM)."""
+"""The console's commands, parsing and formatting over a stand-in ReplayTarget (no KVM)."""
 
 from __future__ import annotations
 
@@ -9,32 +9,31 @@ from pathlib import Path
 
 import pytest
 from console_driver import LiveConsole, run_script
-from console_fake import FakeEngine
+from console_fake import FakeTarget
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
 from rrvmm.console.app import ConsoleCompleter, interruptible_runner, load_symbols, run_console
 from rrvmm.console.commands import COMMANDS, Console, ConsoleQuit, lookup_command
 from rrvmm.console.symbols import SymbolTable
-from rrvmm.cpu.backend import ExitKind
 from rrvmm.errors import RrvmmError
-from rrvmm.target import Position, Stop, StopKind, WatchKind
+from rrvmm.target import Position, RecordedExit, ReplayTarget, Stop, StopKind, WatchKind
 
 EXITS = [
-    (int(ExitKind.IO_OUT), 0x3F8, 1, 0x68, 0x1002D5),
-    (int(ExitKind.IO_IN), 0x3FD, 1, 0x60, 0x1002C8),
-    (int(ExitKind.MMIO_WRITE), 0xFEE000B0, 4, "00000000", 0x100500),
-    (int(ExitKind.HLT), 0, 0, 0, 0x100600),
+    RecordedExit(1, "IO_OUT", 0x3F8, 1, 0x68, 0x1002D5),
+    RecordedExit(2, "IO_IN", 0x3FD, 1, 0x60, 0x1002C8),
+    RecordedExit(3, "MMIO_WRITE", 0xFEE000B0, 4, bytes(4), 0x100500),
+    RecordedExit(4, "HLT", 0, 0, 0, 0x100600),
 ]
 
 
 @pytest.fixture
-def fake(corrupt_elf: Path) -> FakeEngine:
-    return FakeEngine(corrupt_elf, EXITS)
+def fake(corrupt_elf: Path) -> FakeTarget:
+    return FakeTarget(corrupt_elf, EXITS)
 
 
 @pytest.fixture
-def con(fake: FakeEngine, corrupt_symbols: SymbolTable) -> Console:
+def con(fake: FakeTarget, corrupt_symbols: SymbolTable) -> Console:
     return Console(fake, corrupt_symbols)
 
 
@@ -42,6 +41,12 @@ def addr(symbols: SymbolTable, name: str) -> int:
     sym = symbols.lookup(name)
     assert sym is not None
     return sym.address
+
+
+def test_the_fake_is_a_replay_target(fake: FakeTarget) -> None:
+    """The stand-in implements the whole protocol the console drives, and no more is
+    needed: the console tests pass over it, and it has none of the engine's insides."""
+    assert isinstance(fake, ReplayTarget)
 
 
 def test_command_lookup() -> None:
@@ -87,7 +92,7 @@ def test_errors_are_one_line(con: Console) -> None:
         assert con.execute(line) == want, line
 
 
-def test_no_symbols(fake: FakeEngine) -> None:
+def test_no_symbols(fake: FakeTarget) -> None:
     con = Console(fake, None)
     assert con.execute("break panic").startswith('No symbol "panic": no symbol table is loaded')
     assert con.execute("break 0x101da0") == "Breakpoint 1 at 0x101da0"
@@ -109,7 +114,7 @@ def test_addresses(con: Console, corrupt_symbols: SymbolTable) -> None:
 
 
 def test_breakpoints_and_watchpoints_are_numbered(
-    con: Console, fake: FakeEngine, corrupt_symbols: SymbolTable
+    con: Console, fake: FakeTarget, corrupt_symbols: SymbolTable
 ) -> None:
     panic = addr(corrupt_symbols, "panic")
     guard = addr(corrupt_symbols, "guard_value")
@@ -154,7 +159,7 @@ def test_breakpoints_and_watchpoints_are_numbered(
     assert con.execute("b panic").startswith("Breakpoint 8 at")  # numbers go on, as in gdb
 
 
-def test_stop_reports(con: Console, fake: FakeEngine, corrupt_symbols: SymbolTable) -> None:
+def test_stop_reports(con: Console, fake: FakeTarget, corrupt_symbols: SymbolTable) -> None:
     panic = addr(corrupt_symbols, "panic")
     guard = addr(corrupt_symbols, "guard_value")
     con.execute("break panic")
@@ -175,7 +180,7 @@ def test_stop_reports(con: Console, fake: FakeEngine, corrupt_symbols: SymbolTab
     assert con.execute("rc").splitlines()[0] == (
         "No more reverse-execution history (start of the recording)."
     )
-    fake.ended = type("R", (), {"reason": "guest wrote 0x3 to isa-debug-exit"})()
+    fake.end_reason = "guest wrote 0x3 to isa-debug-exit"
     fake.stops.append(Stop(StopKind.REPLAY_END))
     out = con.execute("c").splitlines()
     assert out[:2] == [
@@ -189,7 +194,7 @@ def test_stop_reports(con: Console, fake: FakeEngine, corrupt_symbols: SymbolTab
     assert "hw watchpoint already hit 1 time" in info
 
 
-def test_stepping_and_exits(con: Console, fake: FakeEngine) -> None:
+def test_stepping_and_exits(con: Console, fake: FakeTarget) -> None:
     fake.pos = Position(2, 3)
     out = con.execute("si 2")
     assert fake.pos == Position(2, 5)
@@ -216,7 +221,7 @@ def test_stepping_and_exits(con: Console, fake: FakeEngine) -> None:
     assert fake.pos == Position(2, 3)
 
 
-def test_exits_table(con: Console, fake: FakeEngine) -> None:
+def test_exits_table(con: Console, fake: FakeTarget) -> None:
     fake.pos = Position(2, 0)
     lines = con.execute("exits").splitlines()
     assert lines[0].split() == ["exit", "kind", "port/addr", "size", "value", "rip"]
@@ -261,7 +266,7 @@ def test_memory_registers_and_disassembly(con: Console, corrupt_symbols: SymbolT
     )
 
 
-def test_info_serial_help_and_quit(con: Console, fake: FakeEngine) -> None:
+def test_info_serial_help_and_quit(con: Console, fake: FakeTarget) -> None:
     fake.pos = Position(1, 4)
     info = con.execute("info")
     assert info.splitlines()[:3] == [
@@ -273,7 +278,7 @@ def test_info_serial_help_and_quit(con: Console, fake: FakeEngine) -> None:
     assert "position: ..." not in info  # the engine's own position line is not repeated
     assert con.execute("serial") == "hello\nworld"
     assert con.execute("serial 1") == "world"
-    fake.serial.transcript.clear()
+    fake.serial.clear()
     assert con.execute("serial") == "(no serial output up to exit 1)"
     assert "next-exit [N]" in con.execute("help")
     assert con.execute("help pe").startswith("prev-exit [N]: go back to the previous VM exit")
@@ -282,7 +287,7 @@ def test_info_serial_help_and_quit(con: Console, fake: FakeEngine) -> None:
         con.execute("quit")
 
 
-def test_status_line(con: Console, fake: FakeEngine) -> None:
+def test_status_line(con: Console, fake: FakeTarget) -> None:
     fake.pos = Position(2, 7)
     assert con.status() == (
         "exit 2/4 +7 | rip 0x101ce2 <buggy_store+2> | IO_IN port 0x3fd = 0x60 | serial: world"
@@ -325,7 +330,7 @@ def test_the_prompt_toolkit_completer(con: Console) -> None:
     assert [c.text for c in got] == ["disas", "disassemble"]
 
 
-def test_the_session_over_a_pipe(fake: FakeEngine, corrupt_elf: Path) -> None:
+def test_the_session_over_a_pipe(fake: FakeTarget, corrupt_elf: Path) -> None:
     sent = ["b panic", "frob", "x 0x7fff00000000", "si", "", "info position", "quit", "si"]
     status, blocks, raw = run_script(fake, str(corrupt_elf), sent)
     assert status == 0
@@ -342,12 +347,12 @@ def test_the_session_over_a_pipe(fake: FakeEngine, corrupt_elf: Path) -> None:
     assert fake.calls.count(("resume", False, True)) == 2
 
 
-def test_end_of_input_quits(fake: FakeEngine) -> None:
+def test_end_of_input_quits(fake: FakeTarget) -> None:
     status, _, raw = run_script(fake, None, ["info position"])
     assert status == 0 and raw.rstrip().endswith("quit")
 
 
-def test_commands_from_a_file(fake: FakeEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_commands_from_a_file(fake: FakeTarget, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("b 0x101da0\nfrob\nq\nsi\n"))
     out = io.StringIO()
     assert run_console(fake, None, output=out) == 0
@@ -361,14 +366,14 @@ def test_commands_from_a_file(fake: FakeEngine, monkeypatch: pytest.MonkeyPatch)
     ]
 
 
-def test_symbol_files(fake: FakeEngine, tmp_path: Path) -> None:
+def test_symbol_files(fake: FakeTarget, tmp_path: Path) -> None:
     with pytest.raises(RrvmmError, match="--symbols: symbol file not found") as e:
         load_symbols(str(tmp_path / "nope.elf"), fake)
     assert e.value.status == 66
     assert load_symbols(None, fake) is None  # no recorded kernel to fall back on
 
 
-def test_ctrl_c_interrupts_a_run(fake: FakeEngine) -> None:
+def test_ctrl_c_interrupts_a_run(fake: FakeTarget) -> None:
     stopped = threading.Event()
     run = interruptible_runner()
 
@@ -387,7 +392,7 @@ def test_ctrl_c_interrupts_a_run(fake: FakeEngine) -> None:
 
 
 def test_ctrl_c_reaches_the_engine_or_the_stepping_loop(
-    fake: FakeEngine, corrupt_symbols: SymbolTable
+    fake: FakeTarget, corrupt_symbols: SymbolTable
 ) -> None:
     calls: list[str] = []
     con = Console(fake, corrupt_symbols, runner=lambda fn, stop: (stop(), fn())[1])
@@ -403,7 +408,7 @@ def test_ctrl_c_reaches_the_engine_or_the_stepping_loop(
     assert fake.pos == Position(0, 3)  # no Ctrl-C left over
 
 
-def test_history_recalls_earlier_commands(fake: FakeEngine) -> None:
+def test_history_recalls_earlier_commands(fake: FakeTarget) -> None:
     live = LiveConsole(fake, None)
     try:
         live.type("b 0x101da0\r")

@@ -6,6 +6,7 @@ input, output read back as text.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -15,8 +16,7 @@ from console_driver import Block, LiveConsole, run_script
 from rrvmm.console.commands import Console, describe_exit
 from rrvmm.console.disasm import disassemble
 from rrvmm.console.symbols import SymbolTable
-from rrvmm.replay.monitor import list_exits
-from rrvmm.target import Position
+from rrvmm.target import Position, ReplayTarget
 
 pytestmark = pytest.mark.kvm
 
@@ -86,13 +86,27 @@ def test_the_corruption_hunt(engine, corrupt_elf: Path, corrupt_symbols: SymbolT
     assert "PANIC" not in serial.text
 
 
+def test_the_engine_is_the_replay_target_the_console_drives(engine) -> None:
+    assert isinstance(engine, ReplayTarget)
+    assert [e.index for e in engine.recorded_exits(1, 3)] == [1, 2, 3]
+    last = engine.recorded_exits(engine.total_exits - 1, 10)
+    assert [e.index for e in last] == [engine.total_exits - 1, engine.total_exits]
+    assert engine.serial_output() == b"" and engine.end_reason is None
+    engine.goto_exit(engine.total_exits)
+    assert engine.end_reason is not None  # the guest's own end: isa-debug-exit
+    out = engine.serial_output()
+    assert hashlib.sha256(out).hexdigest() == engine.reader.footer["serial_sha256"]
+    assert engine.serial_output(12) == out[-12:]
+    assert engine.code_bits() in (32, 64)
+
+
 def _regs_and_memory(c: Console) -> tuple[str, str, dict[str, int]]:
-    return c.execute("regs"), c.execute("x/64gx 0x106000"), c.engine.read_registers()
+    return c.execute("regs"), c.execute("x/64gx 0x106000"), c.target.read_registers()
 
 
 def test_back_across_an_exit_and_forward_restores_registers(engine, corrupt_elf: Path) -> None:
     k, total = engine.total_exits // 2, engine.total_exits
-    row = list_exits(engine, k, 1)[0]
+    row = engine.recorded_exits(k, 1)[0]
     sent = [f"goto {k}", "regs", "rsi", "regs", "si", "regs", "pe", "regs", "ne", "regs"]
     _, blocks, _ = run_script(engine, str(corrupt_elf), sent)
     goto, at, rsi, before, si, again, pe, prev, ne, back = _by_command(blocks, sent)
@@ -112,9 +126,7 @@ def test_back_and_forth_from_inside_an_interval(engine, corrupt_symbols: SymbolT
     c = Console(engine, corrupt_symbols)
     # after a byte written to the UART the guest formats the next one: a long interval
     k = next(
-        int(e["index"])  # type: ignore[call-overload]
-        for e in list_exits(engine, engine.total_exits // 2, 100)
-        if e["kind"] == "IO_OUT"
+        e.index for e in engine.recorded_exits(engine.total_exits // 2, 100) if e.kind == "IO_OUT"
     )
     assert c.execute(f"goto {k}").startswith(f"exit {k} of ")
     c.execute("si 7")
@@ -221,11 +233,12 @@ def test_the_toolbar(engine, corrupt_symbols: SymbolTable) -> None:
 def _serial_exit(engine, text: bytes) -> int:  # noqa: ANN001
     """The exit at which the guest's serial output first ends with ``text``."""
     out = b""
-    for e in list_exits(engine, 1, engine.total_exits):
-        if e["kind"] == "IO_OUT" and e["addr"] == 0x3F8:
-            out += bytes([int(e["value"]) & 0xFF])  # type: ignore[call-overload]
+    for e in engine.recorded_exits(1, engine.total_exits):
+        if e.kind == "IO_OUT" and e.addr == 0x3F8:
+            assert isinstance(e.value, int)
+            out += bytes([e.value & 0xFF])
             if out.endswith(text):
-                return int(e["index"])  # type: ignore[call-overload]
+                return e.index
     raise AssertionError(f"{text!r} not in the serial output: {out!r}")
 
 
@@ -262,6 +275,6 @@ def test_stepi_at_the_watchpoint_stop_moves_one_instruction(
 
 def test_symbols_default_to_the_recorded_kernel(engine) -> None:
     _, blocks, raw = run_script(engine, None, ["break panic"])
-    kernel = engine.reader.header["images"]["kernel"]["path"]
+    kernel = engine.recorded_kernel().path
     assert f"symbols from {kernel}" in raw.splitlines()[0]  # corrupt.mb: an ELF32 with symbols
     assert blocks[0].lines == ["Breakpoint 1 at 0x101da0 <panic>"]

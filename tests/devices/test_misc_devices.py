@@ -26,6 +26,13 @@ def test_debug_exit_value(offset: int, size: int, value: int, expect: int) -> No
     assert codes == [expect]
 
 
+@pytest.mark.parametrize(("size", "value", "expect"), [(1, 0, 1), (1, 1, 3), (4, 0x1FF, 0x3FF)])
+def test_debug_exit_qemu_status(size: int, value: int, expect: int) -> None:
+    codes: list[int] = []
+    DebugExit(codes.append, qemu_status=True).pio_write(0, size, value)
+    assert codes == [expect]  # kvm-unit-tests: exit(0) -> status 1 = PASS, as under QEMU
+
+
 @pytest.mark.parametrize("size", [1, 2, 4])
 def test_debug_exit_reads_all_ones(size: int) -> None:
     dev = DebugExit(lambda v: None)

@@ -162,7 +162,7 @@ SIMPLE = [
     (b"pzz", [b"E01"]),
     (b"P21=" + b"00" * 10, [b"OK"]),  # unchanged: fine even read-only
     (b"P10=" + regs.encode_register(16, BEGIN_PC), [b"OK"]),  # unchanged rip
-    (b"P0=0500000000000000", [b"E03"]),  # read-only replay
+    (b"P0=0500000000000000", [b"E.replay is read-only"]),  # read-only replay: says why
     (b"P0=05", [b"E01"]),  # wrong size
     (b"P42=00000000", [b"E02"]),
     (b"P0", [b"E01"]),
@@ -177,11 +177,11 @@ SIMPLE = [
     (b"m2000", [b"E01"]),
     (b"m,8", [b"E01"]),
     (b"mxyz,8", [b"E01"]),
-    (b"M2000,2:abcd", [b"E03"]),  # read-only replay
+    (b"M2000,2:abcd", [b"E.replay is read-only"]),  # read-only replay
     (b"M2000,3:abcd", [b"E01"]),
     (b"M2000,2:abc", [b"E01"]),
     (b"X2000,0:", [b"OK"]),  # gdb's binary-download probe
-    (b"X2000,1:a", [b"E03"]),
+    (b"X2000,1:a", [b"E.replay is read-only"]),
     (b"X2000,2:a", [b"E01"]),
     (b"X2000,1:}", [b"E01"]),
     # points
@@ -264,7 +264,7 @@ def test_G_echo_is_ok_when_read_only() -> None:
 def test_G_change_read_only_fails() -> None:
     stub, _ = make()
     [g] = stub.handle(b"g")
-    assert stub.handle(b"G" + b"0000000000000000" + g[16:]) == [b"E03"]
+    assert stub.handle(b"G" + b"0000000000000000" + g[16:]) == [b"E.replay is read-only"]
 
 
 def test_G_change_writable() -> None:
@@ -280,7 +280,7 @@ def test_G_nonzero_register_the_target_lacks() -> None:
     values = regs.decode_registers(stub.handle(b"g")[0])
     values["xmm3"] = 7
     text = b"".join(regs.encode_register(i, values[r.name]) for i, r in enumerate(regs.REGISTERS))
-    assert stub.handle(b"G" + text) == [b"E03"]
+    assert stub.handle(b"G" + text) == [b"E.xmm3 is not writable here"]
 
 
 def test_P_writable() -> None:

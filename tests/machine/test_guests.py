@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from rrvmm_cli import rrvmm, rrvmm_after
 
 
-def test_demo_runs_by_default_and_fast(backend: str) -> None:
-    t0 = time.monotonic()
+def test_demo_runs_by_default(backend: str) -> None:
     r = rrvmm("run", "--backend", backend)
-    elapsed = time.monotonic() - t0
     assert r.status == 0, r.err
     assert r.out.startswith("rrvmm demo guest: hello from long mode\n")
     for n in range(1, 6):
         assert f"tick {n}\n" in r.out
     assert r.out.endswith("bye\n")
-    assert elapsed < 5, f"demo took {elapsed:.1f}s"
 
 
 def test_demo_echoes_serial_input(backend: str) -> None:

@@ -99,6 +99,22 @@ def test_read_value_and_ignored_clock(tmp_path: Path) -> None:
     assert (f["a"]["value"], f["b"]["value"], f["a"]["rip"]) == (70, 0x99, 0x2000 + 70)
 
 
+def test_ignored_kinds_are_not_among_the_differences(tmp_path: Path) -> None:
+    """--ignore CLOCK,TIMER: timer events that moved (one more here, one less there) and
+    clock values that differ are not differences at all; the read value still is."""
+    b = _base()
+    b.remove((30, [3, 5]))  # a TIMER missing at exit 30 ...
+    b.insert(b.index((41, _exit(2, 0x80, 41, 0x1000 + 41))), (41, [3, 9]))  # ... one more at 41
+    at = b.index((70, [4, 70000]))
+    b[at] = (70, [4, 70001])
+    b[at + 1] = (70, _exit(1, 0x40, 0x99, 0x2000 + 70))
+    r = _diff(tmp_path, _base(), b)
+    assert {"TIMER", "CLOCK"} <= set(r["after"]["events_by_kind"])
+    r = _diff(tmp_path, _base(), b, ignore=frozenset({EventKind.CLOCK, EventKind.TIMER}))
+    assert r["after"]["events_by_kind"] == {"EXIT": 1}
+    assert r["first"]["exit"] == 70 and r["first"]["what"] == "read value differs"
+
+
 def test_longer_trace_and_event_only_in_one(tmp_path: Path) -> None:
     b = _base(220)
     b.insert(1, (1, [6, b"x"]))

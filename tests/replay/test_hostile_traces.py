@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ from rrvmm.replay.events import EventKind, describe
 from rrvmm.replay.pack import carried
 from rrvmm.replay.replayer import Replayer
 from rrvmm.replay.schema import TRACE_SCHEMA
+from rrvmm.replay.symbol_files import find_symbol_file
 from rrvmm_cli import rrvmm
 
 RSS_LIMIT_KB = 512 * 1024
@@ -411,6 +413,43 @@ def test_recorded_image_path_naming_a_device_or_fifo(
             ),
         )
         assert_one_line(("replay", str(bad)), ExitStatus.NO_INPUT, "not a regular file")
+
+
+def test_symbol_search_on_recorded_paths_naming_a_fifo_or_device(
+    base_trace: Path, tmp_path: Path
+) -> None:
+    """gdb and the console look for symbols at (and beside) the recorded kernel path: a FIFO
+    or a device there is no symbol file, not a read that never returns."""
+    fifos = tmp_path / "fifos"
+    fifos.mkdir()
+    for name in ("vmlinuz-6.1.0", "kernel.mb", "kernel.elf"):
+        os.mkfifo(fifos / name)
+    cases = [
+        ("/dev/zero", False),  # the console: any ELF
+        (str(fifos / "kernel.mb"), True),  # gdb: the .mb's .elf beside it (also a FIFO)
+        (str(fifos / "kernel.mb"), False),
+        (str(fifos / "vmlinuz-6.1.0"), True),  # gdb: a bzImage's version string, its vmlinux
+    ]
+    for path, elf64 in cases:
+        bad = rewrite(
+            base_trace,
+            tmp_path / "bad.rrt",
+            header=lambda h, p=path: (
+                h | {"images": {"kernel": h["images"]["kernel"] | {"path": p}}}
+            ),
+        )
+        found: list[Path | None] = []
+        with TraceReader(bad, schema=TRACE_SCHEMA) as reader:
+            search = threading.Thread(
+                target=lambda r=reader, e=elf64, out=found: out.append(
+                    find_symbol_file(r, tmp_path, elf64=e)
+                ),
+                daemon=True,  # a hung open must not keep the test process alive
+            )
+            search.start()
+            search.join(TIMEOUT_S)
+            assert not search.is_alive(), f"symbol search on {path} (elf64={elf64}) hung"
+        assert found == [None], (path, elf64, found)
 
 
 def test_trace_that_is_a_device_or_fifo(fifo: Path, tmp_path: Path) -> None:

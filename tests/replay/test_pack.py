@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rrvmm.cli.tools import Progress, progress_for
+from rrvmm.cli.progress import Progress, progress_for
 from rrvmm.replay.container import (
     BLOB_PIECE_BYTES,
     BlobMismatch,
@@ -203,7 +203,7 @@ def test_packed_trace_replays_with_every_original_file_gone(tmp_path: Path, gues
     assert 0 < carries["kernel"]["stored"] < carries["kernel"]["size"]
     assert carries["echo.elf"]["what"] == "symbols"
     text = rrvmm("trace", "info", str(packed)).out
-    assert "packed: True" in text and kernel_sha in text
+    assert "\npacked      yes, carries kernel" in text and kernel_sha in text
 
 
 @kvm

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -13,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from machines import MACHINES
+from rrvmm.cpu.backend import ExitKind
+from rrvmm.replay.container import TraceError, TraceReader
+from rrvmm.replay.events import EventKind
 from rrvmm_cli import rrvmm, rrvmm_after
 
+COM1 = 0x3F8
 GUESTS = [
     ("hello", "exit=0", b"", 0),
     ("timer", "", b"", 0),
@@ -84,15 +89,19 @@ def test_uart_guest_with_typed_lines(machine: list[str], tmp_path: Path, guest) 
     assert rep.out == rec.out
 
 
-def test_demo_is_the_default_and_records_under_traces(backend: str, tmp_path: Path) -> None:
+REPO = Path(__file__).resolve().parents[2]  # run from tmp_path: this checkout's rrvmm
+
+
+def test_demo_is_the_default_and_records_into_the_store(backend: str, tmp_path: Path) -> None:
+    store = tmp_path / "store"
     rec = subprocess.run(
         [sys.executable, "-m", "rrvmm", "record", "--backend", backend],
         cwd=tmp_path, input=b"hi\n", capture_output=True, timeout=60,
+        env={**os.environ, "RRVMM_TRACE_DIR": str(store), "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     assert rec.returncode == 0, rec.stderr
-    m = re.search(rb"to (traces/demo-\S+\.rrt)", rec.stderr)
-    assert m, rec.stderr
-    rep = rrvmm("replay", str(tmp_path / m.group(1).decode()), stdin=None)
+    assert f"to {store}/demo-0.rrt (demo-0:".encode() in rec.stderr
+    rep = rrvmm("replay", stdin=None, env={"RRVMM_TRACE_DIR": str(store)})  # the latest
     assert rep.status == 0, rep.err
     assert rep.out.encode() == rec.stdout
 
@@ -184,6 +193,19 @@ def test_not_a_trace(any_backend: str, tmp_path: Path) -> None:
         assert r.status == 73 and len(r.err.strip().splitlines()) == 1
 
 
+def _serial_on_disk(trace: Path) -> bytes:
+    """What the guest wrote to COM1, as far as the (still growing) trace on disk tells."""
+    try:
+        with TraceReader(trace) as reader:
+            return b"".join(
+                ev[4].to_bytes(1, "little")
+                for _, ev in reader.events()
+                if ev[0] == EventKind.EXIT and ev[1] == ExitKind.IO_OUT and ev[2:4] == (COM1, 1)
+            )
+    except TraceError:
+        return b""  # not even a header yet
+
+
 def test_recording_killed_with_sigkill_stays_replayable(  # noqa: ANN001
     any_backend: str, tmp_path: Path, guest
 ) -> None:
@@ -200,7 +222,9 @@ def test_recording_killed_with_sigkill_stays_replayable(  # noqa: ANN001
     deadline = time.monotonic() + 30
     while b"> before the kill" not in seen and time.monotonic() < deadline:
         seen += p.stdout.read1(4096)
-    time.sleep(0.6)  # the recorder flushes while the guest waits for input
+    # the recorder flushes while the guest waits for input: kill once the echo is on disk
+    while b"> before the kill" not in _serial_on_disk(trace) and time.monotonic() < deadline:
+        time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     p.wait()
     rep = rrvmm("replay", str(trace), stdin=None)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import xxhash
 
-from rrvmm.launch import open_trace, replay_trace
+from rrvmm.launch import replay_trace
+from rrvmm.replay.container import open_trace
 from rrvmm.replay.replayer import ExitCheck
 from rrvmm_cli import rrvmm
 

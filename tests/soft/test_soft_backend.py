@@ -740,19 +740,22 @@ def test_record_and_replay_on_the_soft_backend(
     """The recorder and replayer (breakpoint + fingerprint landings) work unchanged."""
     import io
 
-    import rrvmm.launch as session
+    import rrvmm.replay.rig as rig
     from rrvmm.host.terminal import SerialHost
+    from rrvmm.launch import record_guest, replay_trace
+    from rrvmm.machine.images import GuestImages
     from rrvmm.machine.pc import MachineConfig
+    from rrvmm.replay.container import open_trace
 
-    monkeypatch.setattr(session, "make_backend", lambda _n, memory, *_a: SoftBackend(memory))
-    images = session.GuestImages.load(guest(name))
+    monkeypatch.setattr(rig, "make_backend", lambda _n, memory, *_a: SoftBackend(memory))
+    images = GuestImages.load(guest(name))
     config = MachineConfig(memory=64 * MB, kernel_name=name)
     recorded = io.BytesIO()
     trace = tmp_path / "t.rrt"
     serial = SerialHost(output=recorded, input_fd=None)
-    result, _ = session.record_guest(images, config, SoftBackend(64 * MB), serial, trace)
+    result, _ = record_guest(images, config, SoftBackend(64 * MB), serial, trace)
     assert result.status == 0, result.reason
     replayed = io.BytesIO()
-    outcome = session.replay_trace(session.open_trace(trace), output=replayed)
+    outcome = replay_trace(open_trace(trace), output=replayed)
     assert outcome.matched, outcome.divergence
     assert replayed.getvalue() == recorded.getvalue()

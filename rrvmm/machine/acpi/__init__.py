@@ -11,17 +11,23 @@ from rrvmm.devices.acpi_pm import S5_SLP_TYP, AcpiPm
 from rrvmm.machine.acpi.tables import (
     AcpiMachine,
     AcpiTables,
+    ApicDescription,
+    InterruptOverride,
     VirtioMmioSlot,
     build_acpi,
     dump_tables,
+    madt,
 )
 
 __all__ = [
     "AcpiMachine",
     "AcpiPm",
     "AcpiTables",
+    "ApicDescription",
+    "InterruptOverride",
     "S5_SLP_TYP",
     "VirtioMmioSlot",
     "build_acpi",
     "dump_tables",
+    "madt",
 ]

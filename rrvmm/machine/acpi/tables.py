@@ -20,11 +20,14 @@ from rrvmm.machine.acpi import aml
 __all__ = [
     "AcpiMachine",
     "AcpiTables",
+    "ApicDescription",
+    "InterruptOverride",
     "VirtioMmioSlot",
     "build_acpi",
     "checksum",
     "dump_tables",
     "dsdt_body",
+    "madt",
 ]
 
 OEM_ID = b"RRVMM "
@@ -82,6 +85,53 @@ class AcpiMachine:
     sci_irq: int = 9
     pm1a_evt_port: int = 0x600
     pm1a_cnt_port: int = 0x604
+
+
+# MADT (ACPI 6.x 5.2.12).
+MADT_REVISION = 5
+MADT_PCAT_COMPAT = 1 << 0  # the 8259 pair is present (and must be masked to use the APICs)
+MADT_LAPIC = 0
+MADT_IOAPIC = 1
+MADT_OVERRIDE = 2
+MADT_LAPIC_NMI = 4
+MADT_X2APIC = 9
+MADT_X2APIC_NMI = 0xA
+MADT_ENABLED = 1 << 0
+MADT_ALL_PROCESSORS = 0xFF  # LAPIC NMI processor UID meaning "all"
+# MPS INTI flags: polarity bits 1:0, trigger mode bits 3:2.
+INTI_CONFORMS = 0
+INTI_ACTIVE_HIGH = 0b01
+INTI_ACTIVE_LOW = 0b11
+INTI_EDGE = 0b01 << 2
+INTI_LEVEL = 0b11 << 2
+
+
+@dataclass(frozen=True)
+class InterruptOverride:
+    """An ISA IRQ that does not arrive on the I/O APIC pin of the same number, or not edge/high."""
+
+    irq: int
+    gsi: int
+    flags: int = INTI_CONFORMS
+
+
+@dataclass(frozen=True)
+class ApicDescription:
+    """The APIC side of the machine, for the MADT: one LAPIC per CPU and one I/O APIC.
+
+    ``overrides`` defaults to the PC's: ISA IRQ 0 (the PIT) on GSI 2, as on QEMU and real
+    chipsets; the SCI's override (level, active high, as QEMU's) is added by ``build_acpi``
+    from the machine's ``sci_irq``.  ``nmi_lint`` says which LINT pin carries the NMI.
+    """
+
+    lapic_ids: tuple[int, ...] = (0,)
+    lapic_address: int = 0xFEE00000
+    ioapic_id: int = 0
+    ioapic_address: int = 0xFEC00000
+    gsi_base: int = 0
+    overrides: tuple[InterruptOverride, ...] = (InterruptOverride(0, 2),)
+    nmi_lint: int = 1
+    pcat_compat: bool = True
 
 
 @dataclass
@@ -174,6 +224,50 @@ def _fadt(machine: AcpiMachine, facs_addr: int, dsdt_addr: int) -> bytes:
     return _sdt(b"FACP", FADT_REVISION, bytes(body))
 
 
+def madt(apic: ApicDescription, sci_irq: int | None = None) -> bytes:
+    """The MADT ("APIC"): LAPICs (x2APIC entries for IDs above 254), the I/O APIC, the
+    interrupt source overrides (plus the SCI's, level/active-high, when ``sci_irq`` is
+    given and not already overridden) and the LAPIC NMI on ``nmi_lint`` for all CPUs."""
+    entries = []
+    for uid, apic_id in enumerate(apic.lapic_ids):
+        if apic_id < 0xFF and uid < 0xFF:
+            entries.append(struct.pack("<BBBBI", MADT_LAPIC, 8, uid, apic_id, MADT_ENABLED))
+        else:
+            entries.append(struct.pack("<BBHIII", MADT_X2APIC, 16, 0, apic_id, MADT_ENABLED, uid))
+    entries.append(
+        struct.pack(
+            "<BBBBII", MADT_IOAPIC, 12, apic.ioapic_id, 0, apic.ioapic_address, apic.gsi_base
+        )
+    )
+    overrides = list(apic.overrides)
+    if sci_irq is not None and all(o.irq != sci_irq for o in overrides):
+        overrides.append(InterruptOverride(sci_irq, sci_irq, INTI_LEVEL | INTI_ACTIVE_HIGH))
+    for o in overrides:
+        entries.append(struct.pack("<BBBBIH", MADT_OVERRIDE, 10, 0, o.irq, o.gsi, o.flags))
+    entries.append(
+        struct.pack("<BBBHB", MADT_LAPIC_NMI, 6, MADT_ALL_PROCESSORS, INTI_CONFORMS, apic.nmi_lint)
+    )
+    if any(i >= 0xFF for i in apic.lapic_ids):
+        entries.append(
+            struct.pack("<BBHIB3s", MADT_X2APIC_NMI, 12, 0, 0xFFFFFFFF, apic.nmi_lint, b"")
+        )
+    flags = MADT_PCAT_COMPAT if apic.pcat_compat else 0
+    body = struct.pack("<II", apic.lapic_address, flags) + b"".join(entries)
+    return _sdt(b"APIC", MADT_REVISION, body)
+
+
+def _check_apic(apic: ApicDescription) -> None:
+    if not apic.lapic_ids or len(set(apic.lapic_ids)) != len(apic.lapic_ids):
+        raise ValueError("MADT: local APIC IDs must be present and distinct")
+    if any(not 0 <= i < 0xFFFFFFFF for i in apic.lapic_ids):
+        raise ValueError("MADT: a local APIC ID is out of range")
+    if not 0 <= apic.ioapic_id < 0x100 or apic.nmi_lint not in (0, 1):
+        raise ValueError("MADT: bad I/O APIC ID or NMI LINT pin")
+    for o in apic.overrides:
+        if not 0 <= o.irq < 16 or not 0 <= o.gsi < 2**32 or not 0 <= o.flags < 0x10:
+            raise ValueError(f"MADT: bad interrupt source override {o}")
+
+
 def dsdt_body(machine: AcpiMachine) -> bytes:
     """The DSDT's AML: one LNRO0005 device per virtio-mmio slot under \\_SB, and \\_S5."""
     devices = [
@@ -211,28 +305,41 @@ def _align(value: int, alignment: int) -> int:
     return (value + alignment - 1) & ~(alignment - 1)
 
 
-def build_acpi(machine: AcpiMachine, base: int = BIOS_AREA_START) -> AcpiTables:
+def build_acpi(
+    machine: AcpiMachine, base: int = BIOS_AREA_START, *, apic: ApicDescription | None = None
+) -> AcpiTables:
     """Lay out every table from ``base`` upwards, inside the 0xE0000-0xFFFFF BIOS area.
 
     The RSDP comes first at ``base`` (16-byte aligned, where Linux's scan looks for it), then
-    the FACS (64-byte aligned, as the spec requires), then the rest 16-byte aligned.
+    the FACS (64-byte aligned, as the spec requires), then the rest 16-byte aligned.  With
+    ``apic`` the set gains a MADT after the DSDT, listed in the RSDT/XSDT after the FADT; a
+    guest then finds its local and I/O APICs (without one it stays in 8259 PIC mode).
     """
     _check(machine)
+    if apic is not None:
+        _check_apic(apic)
     if base % 16 or not BIOS_AREA_START <= base < BIOS_AREA_END:
         raise ValueError(f"RSDP base {base:#x} is not 16-byte aligned in 0xE0000-0xFFFFF")
     dsdt = _sdt(b"DSDT", DSDT_REVISION, dsdt_body(machine))
     facs = _facs()
     rsdp_addr = base
     facs_addr = _align(rsdp_addr + RSDP_LEN, 64)
+    apic_table = None if apic is None else madt(apic, machine.sci_irq)
+    listed = 1 if apic_table is None else 2
     fadt_addr = _align(facs_addr + FACS_LEN, 16)
     rsdt_addr = _align(fadt_addr + FADT_LEN, 16)
-    xsdt_addr = _align(rsdt_addr + HEADER_LEN + 4, 16)
-    dsdt_addr = _align(xsdt_addr + HEADER_LEN + 8, 16)
-    if dsdt_addr + len(dsdt) > BIOS_AREA_END:
-        raise ValueError(f"ACPI tables end at {dsdt_addr + len(dsdt):#x}, past 0xFFFFF")
+    xsdt_addr = _align(rsdt_addr + HEADER_LEN + 4 * listed, 16)
+    dsdt_addr = _align(xsdt_addr + HEADER_LEN + 8 * listed, 16)
+    end = dsdt_addr + len(dsdt)
+    madt_addr = _align(end, 16)
+    if apic_table is not None:
+        end = madt_addr + len(apic_table)
+    if end > BIOS_AREA_END:
+        raise ValueError(f"ACPI tables end at {end:#x}, past 0xFFFFF")
     fadt = _fadt(machine, facs_addr, dsdt_addr)
-    rsdt = _sdt(b"RSDT", 1, struct.pack("<I", fadt_addr))
-    xsdt = _sdt(b"XSDT", 1, struct.pack("<Q", fadt_addr))
+    entries = [fadt_addr] if apic_table is None else [fadt_addr, madt_addr]
+    rsdt = _sdt(b"RSDT", 1, struct.pack(f"<{listed}I", *entries))
+    xsdt = _sdt(b"XSDT", 1, struct.pack(f"<{listed}Q", *entries))
     rsdp = _rsdp(rsdt_addr, xsdt_addr)
     placed = {
         "RSDP": (rsdp_addr, rsdp),
@@ -242,6 +349,8 @@ def build_acpi(machine: AcpiMachine, base: int = BIOS_AREA_START) -> AcpiTables:
         "XSDT": (xsdt_addr, xsdt),
         "DSDT": (dsdt_addr, dsdt),
     }
+    if apic_table is not None:
+        placed["APIC"] = (madt_addr, apic_table)
     return AcpiTables(
         rsdp_addr=rsdp_addr,
         blobs=list(placed.values()),

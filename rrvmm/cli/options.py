@@ -1,0 +1,93 @@
+"""Options shared by the verbs: machine options, sizes, where the demo guest and KVM are."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from importlib import resources
+from pathlib import Path
+
+from rrvmm.errors import ExitStatus, RrvmmError
+
+__all__ = [
+    "DEFAULT_MEMORY",
+    "add_machine_args",
+    "demo_kernel_path",
+    "kvm_device_path",
+    "parse_memory",
+    "stdin_fd",
+]
+
+_SIZE_RE = re.compile(r"^(\d+)([KMGkmg]?)(i?[bB])?$")
+_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+DEFAULT_MEMORY = "128M"
+
+
+def parse_memory(text: str) -> int:
+    """'256M', '1G', '65536K' or a plain number of MiB (as QEMU's -m)."""
+    m = _SIZE_RE.match(text.strip())
+    if not m:
+        raise RrvmmError(f"--memory {text!r}: expected a size like 64M or 1G", ExitStatus.USAGE)
+    size = int(m.group(1)) * _UNITS[m.group(2).upper()]
+    if size > 64 << 30:
+        raise RrvmmError(f"--memory {text}: more than 64G", ExitStatus.USAGE)
+    return size
+
+
+def demo_kernel_path() -> Path:
+    return Path(str(resources.files("rrvmm.guests").joinpath("demo.mb")))
+
+
+def kvm_device_path() -> str:
+    """/dev/kvm unless RRVMM_KVM_DEVICE names another node (tests use it)."""
+    return os.environ.get("RRVMM_KVM_DEVICE", "/dev/kvm")
+
+
+def add_machine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kernel", help="multiboot kernel or Linux bzImage (default: the built-in demo guest)"
+    )
+    p.add_argument("--initrd", help="initrd / multiboot module")
+    p.add_argument("--append", default="", help="kernel command line")
+    p.add_argument("--memory", "-m", default=DEFAULT_MEMORY, help="guest RAM (default 128M)")
+    p.add_argument(
+        "--backend",
+        choices=("kvm", "soft", "auto"),
+        default="auto",
+        help="CPU backend: kvm, soft (unicorn), or auto = KVM where usable (default)",
+    )
+    p.add_argument(
+        "--irqchip",
+        choices=("user", "kernel"),
+        default=None,
+        help="interrupt controller on KVM: user = rrvmm's 8259, kernel = KVM's (fewer exits);"
+        " default: the faster one, see README",
+    )
+    p.add_argument("--disk", metavar="IMAGE", help="a virtio-blk disk image")
+    p.add_argument(
+        "--disk-write",
+        action="store_true",
+        help="write the disk image itself (default: a copy-on-write overlay, the image is"
+        " never changed)",
+    )
+    p.add_argument("--net", metavar="udp:HOST:PORT", help="virtio-net host end: a UDP port")
+    p.add_argument(
+        "--vconsole", metavar="udp:HOST:PORT", help="virtio-console host end: a UDP port"
+    )
+    p.add_argument(
+        "--virtio-cmdline",
+        action="store_true",
+        help="also announce the virtio devices on the kernel command line"
+        " (virtio_mmio.device=...; ACPI always describes them)",
+    )
+
+
+def stdin_fd() -> int | None:
+    try:
+        fd = sys.stdin.fileno()
+        os.fstat(fd)
+    except (AttributeError, ValueError, OSError):
+        return None
+    return fd
