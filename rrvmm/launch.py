@@ -22,6 +22,7 @@ from rrvmm.cpu.backend import BackendUnavailable, CpuBackend
 from rrvmm.cpu.cpuid import filter_cpuid
 from rrvmm.devices.virtio import OVERLAY, WRITE_THROUGH, Disk, DiskError
 from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.host.chaos import ChaosSeam, ChaosSettings
 from rrvmm.host.live_seam import InstructionClockSeam, LiveSeam
 from rrvmm.host.terminal import SerialHost
 from rrvmm.host.udp import UdpPort, parse_udp
@@ -216,8 +217,10 @@ def record_guest(
     cpu: CpuBackend,
     serial: SerialHost,
     trace_path: Path,
+    chaos: ChaosSettings | None = None,
 ) -> tuple[RunResult, Recorder]:
-    """Run live and write every input to ``trace_path``."""
+    """Run live and write every input to ``trace_path``; ``chaos`` shakes the live
+    answers (``rrvmm.host.chaos``) and goes into the header."""
     cpuid = _guest_cpuid(cpu)
     cpu.set_cpuid(cpuid)
     hosts, ports = _virtio_hosts(config, live=True)
@@ -231,7 +234,10 @@ def record_guest(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),
     }
-    live = _live_seam(serial, cpu, ports)
+    live: Any = _live_seam(serial, cpu, ports)
+    if chaos is not None:
+        header["chaos"] = chaos.header()
+        live = ChaosSeam(live, chaos)
     try:
         writer = TraceWriter(trace_path, header)
     except OSError as e:
@@ -257,6 +263,7 @@ def record_guest(
                 "exits": result.exits,
                 "forced_exits": recorder.forced_exits,
                 "serial_sha256": hashlib.sha256(serial.transcript).hexdigest(),
+                **({"chaos": live.footer()} if chaos is not None else {}),
             }
         )
     return result, recorder

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from rrvmm.cli.chaos import add_chaos_arg, chaos_settings
 from rrvmm.cli.options import (
     add_machine_args,
     demo_kernel_path,
@@ -26,6 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     rec = sub.add_parser("record", help="run a guest and record it to a trace")
     add_machine_args(rec)
     rec.add_argument("-o", "--output", help="trace file (default: a new file under traces/)")
+    add_chaos_arg(rec)
     rec.set_defaults(func=_cmd_record)
 
 
@@ -86,6 +88,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     from rrvmm.host.terminal import SerialHost
     from rrvmm.launch import record_guest
 
+    chaos = chaos_settings(args)
     images, config, cpu = _machine_setup(args)
     out = Path(args.output) if args.output else _default_trace_path(images.kernel_path.name)
     try:
@@ -94,7 +97,9 @@ def _cmd_record(args: argparse.Namespace) -> int:
         cpu.close()
         raise RrvmmError(f"cannot create {out.parent}: {e.strerror}", ExitStatus.NO_INPUT) from None
     try:
-        result, recorder = record_guest(images, config, cpu, SerialHost(input_fd=stdin_fd()), out)
+        result, recorder = record_guest(
+            images, config, cpu, SerialHost(input_fd=stdin_fd()), out, chaos
+        )
     finally:
         cpu.close()
     _report_end(result, args.verbose)
