@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from rrvmm import __version__
-from rrvmm.cli import pack, replay, run, trace
+from rrvmm.cli import hunt, pack, replay, run, trace
 from rrvmm.cli.options import parse_memory
 from rrvmm.cpu.backend import BackendError
 from rrvmm.errors import ExitStatus, RrvmmError
@@ -32,6 +32,7 @@ def _build_parser() -> argparse.ArgumentParser:
     replay.add_parser(sub)
     trace.add_parser(sub)
     pack.add_parser(sub)
+    hunt.add_parser(sub)
     return parser
 
 
