@@ -152,7 +152,7 @@ def _print_summary(s: Any, out: Any) -> None:
 def cmd_hunt(args: argparse.Namespace) -> int:
     import os
 
-    from rrvmm.cli.options import demo_kernel_path
+    from rrvmm.cli.options import demo_kernel_path, parse_memory
     from rrvmm.hunt.condition import Until
     from rrvmm.hunt.driver import HuntConfig, hunt
     from rrvmm.hunt.pools import DaskPool, LocalPool, Pool
@@ -165,6 +165,7 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     if record_args[:1] == ["--"]:
         record_args = record_args[1:]
     ns = _record_options(record_args)
+    parse_memory(ns.memory)
     kernel = Path(ns.kernel) if ns.kernel else demo_kernel_path()
     for what, path in (("kernel", kernel), ("initrd", ns.initrd), ("disk", ns.disk)):
         if path and not Path(path).is_file():
