@@ -143,12 +143,14 @@ def record_once(
         output = (work / "out").read_bytes().decode(errors="replace")
         errors = (work / "err").read_bytes().decode(errors="replace").splitlines()
         status = None if (timed_out or stopped) else proc.returncode
+        if status is not None and status < 0:
+            status = 128 - status  # killed by a signal: as a shell reports it
         outcome = RunOutcome(
             task.index, task.seed, status, False, 0.0,
             output_tail="\n".join(output.splitlines()[-5:]),
             timed_out=timed_out, stopped=stopped,
         )  # fmt: skip
-        if status in ERROR_STATUSES or (status is not None and status < 0):
+        if status in ERROR_STATUSES:
             outcome.error = next(
                 (e for e in reversed(errors) if e.startswith("rrvmm: ")),
                 f"rrvmm record ended with status {status}",
