@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -150,8 +151,6 @@ def _print_summary(s: Any, out: Any) -> None:
 
 
 def cmd_hunt(args: argparse.Namespace) -> int:
-    import os
-
     from rrvmm.cli.options import demo_kernel_path, parse_memory
     from rrvmm.hunt.condition import Until
     from rrvmm.hunt.driver import HuntConfig, hunt

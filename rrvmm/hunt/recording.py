@@ -84,7 +84,9 @@ def _pythonpath() -> str:
     return here if not rest else f"{here}{os.pathsep}{rest}"
 
 
-def _with_shipped_images(args: list[str], ship: dict[str, tuple[str, bytes]], where: Path):
+def _with_shipped_images(
+    args: list[str], ship: dict[str, tuple[str, bytes]], where: Path
+) -> list[str]:
     """``args`` with each shipped image written under ``where`` and its option pointed there."""
     args = list(args)
     for option, (name, data) in ship.items():
