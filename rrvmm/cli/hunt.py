@@ -189,13 +189,18 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         pool = DaskPool(args.cluster, args.jobs, _ship(ns))
     else:
         pool = LocalPool(args.jobs or os.cpu_count() or 1, str(keep_dir))
-    # SIGTERM ends a hunt as Ctrl-C does: runs stopped, failures kept
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C and SIGTERM end a hunt alike: runs stopped, failures kept (SIGINT too is set
+    # here, as a shell starts background jobs with it ignored)
+    previous = {
+        sig: signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     progress = _progress_line(sys.stderr)
     try:
         summary = hunt(cfg, pool, progress)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if progress is not None:
             sys.stderr.write("\r\x1b[K")
         pool.close()
