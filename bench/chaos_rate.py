@@ -8,6 +8,8 @@ M plain and M chaos recordings of the same guest, through `rrvmm hunt` itself (w
 On the software CPU a plain recording lands every timer tick at the same instruction, so
 its rate is 0 or 1 by construction (the guest is tuned so that it passes); on KVM the
 host decides where kicks land, so plain recordings fail now and then, more on a busy host.
+Measured here (20 + 20 runs each): soft plain 0%, chaos 55%; KVM (kvm_pvm, load ~12)
+plain 65%, chaos 60%: its kicks were 0.3-7 ms late already, beyond chaos's bounds.
 """
 
 from __future__ import annotations
