@@ -126,13 +126,18 @@ def _progress_line(stream: Any):  # noqa: ANN202
     if not stream.isatty():
         return None
 
+    last = [""]
+
     def show(s: Any, running: int) -> None:
         rate = f" ({100 * s.rate:.0f}%)" if s.rate is not None else ""
-        stream.write(
-            f"\rhunt: {s.runs} runs, {s.failures} failing{rate}, {running} running,"
-            f" {s.elapsed_s:.0f} s\x1b[K"
+        line = (
+            f"hunt: {s.runs} runs, {s.failures} failing{rate}, {running} running,"
+            f" {s.elapsed_s:.0f} s"
         )
-        stream.flush()
+        if line != last[0]:  # redrawn when something changed (at most once a second)
+            last[0] = line
+            stream.write(f"\r{line}\x1b[K")
+            stream.flush()
 
     return show
 
