@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gdbstub"))  # gdb_driver
+
 from hunt_procs import REPO
 
 
