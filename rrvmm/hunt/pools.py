@@ -11,10 +11,12 @@ back as bytes; a cluster-wide ``distributed.Event`` tells running tasks to stop.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import socket
 import threading
 import time
 import uuid
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.hunt.recording import RunOutcome, RunTask, record_once
@@ -93,6 +95,13 @@ def _remote_run(task: RunTask, ship: dict[str, tuple[str, bytes]], stop_name: st
     return record_once(task, None, should_stop)
 
 
+def _probe(address: str) -> None:
+    """Open and close a TCP connection to a ``tcp://HOST:PORT`` scheduler address."""
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme == "tcp" and parts.hostname and parts.port:
+        socket.create_connection((parts.hostname, parts.port), _CONNECT_TIMEOUT_S).close()
+
+
 class DaskPool:
     """Runs on the Dask cluster whose scheduler is at ``address``."""
 
@@ -106,6 +115,7 @@ class DaskPool:
                 "--cluster needs Dask: pip install 'rrvmm[cluster]'", ExitStatus.USAGE
             ) from None
         try:
+            _probe(address)  # a refused connection fails now, not after Dask's retries
             self._client = Client(address, timeout=_CONNECT_TIMEOUT_S, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as e:
             raise RrvmmError(
