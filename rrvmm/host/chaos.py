@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from rrvmm.cpu.backend import CpuBackend, VcpuExit
     from rrvmm.host.live_seam import LiveSeam
 
-__all__ = ["ChaosSettings", "ChaosSeam", "new_seed", "parse_seed"]
+__all__ = ["ChaosSettings", "ChaosSeam", "chaos_text", "new_seed", "parse_seed"]
 
 
 def new_seed() -> int:
@@ -197,3 +197,18 @@ class ChaosSeam(Seam):
 
     def footer(self) -> dict[str, int]:
         return asdict(self.counts)
+
+
+def chaos_text(chaos: dict[str, Any]) -> str:
+    """One line for `rrvmm trace info`: the seed and what the dice did."""
+    counts = [
+        f"{chaos[k]} {what}"
+        for k, what in (
+            ("timers_late", "timers late"), ("timers_stalled", "stalled"),
+            ("early_kicks", "early kicks"), ("clock_jitters", "clock readings jittered"),
+            ("inputs_held", "inputs held"),
+        )
+        if k in chaos
+    ]  # fmt: skip
+    late = f"timers up to {chaos.get('timer_late_max_ns', 0) / 1000:.0f} us late"
+    return f"seed {chaos.get('seed')} ({late}): " + (", ".join(counts) or "no footer")
