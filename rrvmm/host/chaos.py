@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ChaosSettings", "ChaosSeam", "chaos_text", "new_seed", "parse_seed"]
 
+_EARLY_AHEAD_NS = 50_000  # an early kick comes at least this far ahead of now
+
 
 def new_seed() -> int:
     """A fresh 63-bit seed from the OS."""
@@ -141,9 +143,12 @@ class ChaosSeam(Seam):
     def entering_guest(self, deadline_ns: int | None, poll_ns: int | None = None) -> None:
         at = self._effective(deadline_ns)
         if at is not None and self._early is not None:
-            at = max(0, at - self._early)
+            # never in the past: a kick that fires at once would exit before the guest ran
+            early = max(at - self._early, self.live.clock_ns() + _EARLY_AHEAD_NS)
             self._early = None  # once: after that exit the kick goes to the real deadline
-            self.counts.early_kicks += 1
+            if early < at:
+                at = early
+                self.counts.early_kicks += 1
         self.live.entering_guest(at, poll_ns)
 
     def idle(self, deadline_ns: int | None) -> None:
