@@ -11,6 +11,7 @@ and the access goes through to RAM.
 from __future__ import annotations
 
 import ctypes as C
+from collections.abc import Callable
 
 from rrvmm.cpu.dirty import PAGE, DirtyAccumulators
 from rrvmm.soft.dirty import DirtyLog
@@ -22,9 +23,16 @@ _READ_CB = C.CFUNCTYPE(None, C.c_void_p, C.c_int, C.c_uint64, C.c_int, C.c_int64
 
 
 class SoftSlots(DirtyAccumulators):
-    def __init__(self, engine, phys: PhysMemory, log: DirtyLog) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        engine,  # noqa: ANN001 - soft.engine.Engine
+        phys: PhysMemory,
+        log: DirtyLog,
+        cover: Callable[[tuple[int, int] | None], None],
+    ) -> None:
         super().__init__()
         self.e = engine
+        self.cover = cover  # bounds the protection-event hooks to the protected pages
         self.phys = phys
         self.log = log
         self.memory_size = phys.size
@@ -50,6 +58,8 @@ class SoftSlots(DirtyAccumulators):
         }
         wanted = {p: m for p, m in pages.items() if p * PAGE < self.low}
         changed = set(wanted) | set(self._protected)
+        if wanted != self._protected:
+            self.cover((min(wanted) * PAGE, (max(wanted) + 1) * PAGE) if wanted else None)
         for page in sorted(changed):
             if wanted.get(page) != self._protected.get(page):
                 self.e.uc.mem_protect(page * PAGE, PAGE, perms[wanted.get(page)])
