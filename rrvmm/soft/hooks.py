@@ -166,19 +166,18 @@ class Hooks:
         """Refused reads in the MMIO window ``gpa``..``gpa+size`` reach ``_on_read_prot``."""
         self.e.hook(self.e.unicorn.UC_HOOK_MEM_READ_PROT, self._read_prot_cb, gpa, gpa + size - 1)
 
-    def cover_pages(self, span: tuple[int, int] | None) -> None:
-        """Protection events from RAM in ``span`` (start, end) reach the hooks; None: none."""
+    def cover_pages(self, spans: list[tuple[int, int]]) -> None:
+        """Protection events from RAM in ``spans`` ((start, end) each) reach the hooks."""
         for h in self._page_hooks:
             self.e.unhook(h)
         self._page_hooks.clear()
-        if span is None:
-            return
-        uc, (lo, hi) = self.e.unicorn, span
-        for kind, cb in (
-            (uc.UC_HOOK_MEM_READ_PROT, self._read_prot_cb),
-            (uc.UC_HOOK_MEM_WRITE_PROT, self._write_prot_cb),
-        ):
-            self._page_hooks.append(self.e.hook(kind, cb, lo, hi - 1))
+        uc = self.e.unicorn
+        for lo, hi in spans:
+            for kind, cb in (
+                (uc.UC_HOOK_MEM_READ_PROT, self._read_prot_cb),
+                (uc.UC_HOOK_MEM_WRITE_PROT, self._write_prot_cb),
+            ):
+                self._page_hooks.append(self.e.hook(kind, cb, lo, hi - 1))
 
     def _on_read_prot(self, _uc: int, _access: int, gpa: int, size: int, _v: int, _ud: int) -> bool:
         try:

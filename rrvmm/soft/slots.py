@@ -28,7 +28,7 @@ class SoftSlots(DirtyAccumulators):
         engine,  # noqa: ANN001 - soft.engine.Engine
         phys: PhysMemory,
         log: DirtyLog,
-        cover: Callable[[tuple[int, int] | None], None],
+        cover: Callable[[list[tuple[int, int]]], None],
     ) -> None:
         super().__init__()
         self.e = engine
@@ -59,7 +59,7 @@ class SoftSlots(DirtyAccumulators):
         wanted = {p: m for p, m in pages.items() if p * PAGE < self.low}
         changed = set(wanted) | set(self._protected)
         if wanted != self._protected:
-            self.cover((min(wanted) * PAGE, (max(wanted) + 1) * PAGE) if wanted else None)
+            self.cover(_runs(sorted(wanted)))
         for page in sorted(changed):
             if wanted.get(page) != self._protected.get(page):
                 self.e.uc.mem_protect(page * PAGE, PAGE, perms[wanted.get(page)])
@@ -92,3 +92,14 @@ class SoftSlots(DirtyAccumulators):
 
     def _read_log(self) -> int:
         return self.log.fetch()
+
+
+def _runs(pages: list[int]) -> list[tuple[int, int]]:
+    """Sorted page numbers as (start, end) address ranges of consecutive pages."""
+    runs: list[tuple[int, int]] = []
+    for page in pages:
+        if runs and runs[-1][1] == page * PAGE:
+            runs[-1] = (runs[-1][0], (page + 1) * PAGE)
+        else:
+            runs.append((page * PAGE, (page + 1) * PAGE))
+    return runs
