@@ -55,6 +55,8 @@ def classify(frames: list[str]) -> str | None:
         return None  # a helper thread (the serial reader waits in read())
     if any("rrvmm/replay/" in f for f in frames):
         return "recorder"
+    if any("rrvmm/soft/hooks.py" in f for f in frames):
+        return "python hooks"  # py-spy may not unwind through translated code to Engine.start
     starts = [i for i, f in enumerate(frames) if f.startswith("Engine.start ")]
     if not starts:
         return "python"
