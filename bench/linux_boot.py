@@ -3,6 +3,8 @@ plain and QEMU's own record (-icount ...,rr=record), same kernel and initramfs, 
 
 Each run starts the guest, waits for the busybox prompt on the serial console, then types
 `exit` (the repo's /init reboots when the shell ends). Needs scripts/get-linux-guest.py.
+Beside wall time it prints the CPU time each run used (user + system, whole run): on a
+shared machine the wall-time ratio mostly measures the load, the CPU-time ratio the work.
 
     python bench/linux_boot.py
 """
@@ -10,6 +12,7 @@ Each run starts the guest, waits for the busybox prompt on the serial console, t
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -21,8 +24,16 @@ CACHE = Path(os.environ.get("RRVMM_CACHE", Path.home() / ".cache" / "rrvmm")) / 
 APPEND = "console=ttyS0 earlyprintk=ttyS0 noapic nolapic nokaslr panic=-1 rdinit=/init"
 
 
-def to_shell(cmd: list[str]) -> tuple[float, float]:
-    """(seconds to the shell prompt, seconds to the end) for a command on a pipe."""
+def cpu_seconds() -> float:
+    """User + system time of the finished children so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def to_shell(cmd: list[str]) -> tuple[float, float, float]:
+    """(seconds to the shell prompt, seconds to the end, CPU seconds) for a command on a
+    pipe."""
+    cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL)  # fmt: skip
@@ -41,7 +52,7 @@ def to_shell(cmd: list[str]) -> tuple[float, float]:
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
-    return prompt, time.perf_counter() - t0
+    return prompt, time.perf_counter() - t0, cpu_seconds() - cpu0
 
 
 def main() -> None:
@@ -64,16 +75,18 @@ def main() -> None:
             rows.append(("qemu TCG", base))
             rr = ["-icount", f"shift=5,rr=record,rrfile={tmp}/q.rr"]
             rows.append(("qemu TCG rr=record", [*base, *rr]))
-        print(f"{'':22} {'to shell s':>10} {'total s':>8}")
-        results = {}
+        print(f"{'':22} {'to shell s':>10} {'total s':>8} {'CPU s':>8}")
+        results, cpu = {}, {}
         for name, cmd in rows:
-            prompt, total = to_shell(cmd)
-            results[name] = prompt
-            print(f"{name:22} {prompt:10.2f} {total:8.2f}")
+            prompt, total, used = to_shell(cmd)
+            results[name], cpu[name] = prompt, used
+            print(f"{name:22} {prompt:10.2f} {total:8.2f} {used:8.2f}")
         if "qemu TCG" in results:
-            rec = results["rrvmm record (soft)"] / results["qemu TCG rr=record"]
-            run = results["rrvmm run (soft)"] / results["qemu TCG"]
-            print(f"rrvmm record / qemu rr=record: {rec:.2f}x; rrvmm run / qemu TCG: {run:.2f}x")
+            for what, table in (("wall to shell", results), ("CPU", cpu)):
+                rec = table["rrvmm record (soft)"] / table["qemu TCG rr=record"]
+                run = table["rrvmm run (soft)"] / table["qemu TCG"]
+                print(f"{what}: rrvmm record / qemu rr=record {rec:.2f}x;"
+                      f" rrvmm run / qemu TCG {run:.2f}x")  # fmt: skip
         trace = Path(tmp) / "l.rrt"
         if trace.exists():
             print(f"rrvmm trace: {trace.stat().st_size / 1024:.0f} KiB")

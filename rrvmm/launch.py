@@ -20,6 +20,7 @@ from rrvmm import __version__
 from rrvmm.cpu.backend import CpuBackend, RecordableCpu
 from rrvmm.devices.virtio import OVERLAY, WRITE_THROUGH
 from rrvmm.errors import ExitStatus, RrvmmError
+from rrvmm.host.chaos import ChaosSeam, ChaosSettings
 from rrvmm.host.live_seam import InstructionClockSeam, LiveSeam
 from rrvmm.host.terminal import SerialHost
 from rrvmm.host.udp import UdpPort, parse_udp
@@ -136,8 +137,11 @@ def record_guest(
     serial: SerialHost,
     trace_path: Path,
     drive: Drive | None = None,
+    chaos: ChaosSettings | None = None,
 ) -> tuple[RunResult, Recorder]:
-    """Run live and write every input to ``trace_path``."""
+    """Run live and write every input to ``trace_path``; ``drive`` runs the booted machine
+    instead of ``Machine.run`` (`record --gdb`); ``chaos`` shakes the live answers
+    (``rrvmm.host.chaos``) and goes into the header."""
     cpuid = guest_cpuid(cpu)
     cpu.set_cpuid(cpuid)
     hosts, ports = _virtio_hosts(config)
@@ -151,7 +155,10 @@ def record_guest(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),
     }
-    live = _live_seam(serial, cpu, ports)
+    live: Any = _live_seam(serial, cpu, ports)
+    if chaos is not None:
+        header["chaos"] = chaos.header()
+        live = ChaosSeam(live, chaos)
     try:
         writer = TraceWriter(trace_path, header)
     except OSError as e:
@@ -178,6 +185,7 @@ def record_guest(
                 "forced_exits": recorder.forced_exits,
                 "serial_sha256": hashlib.sha256(serial.transcript).hexdigest(),
                 "guest_ns": live.clock_ns(),  # guest time at the end (`rrvmm ls`, timeline axis)
+                **({"chaos": live.footer()} if chaos is not None else {}),
             }
         )
     return result, recorder

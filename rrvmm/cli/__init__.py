@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from rrvmm import __version__
-from rrvmm.cli import pack, replay, run, store, trace
+from rrvmm.cli import hunt, pack, replay, run, store, trace
 from rrvmm.cli.options import parse_memory
 from rrvmm.cpu.backend import BackendError
 from rrvmm.errors import ExitStatus, RrvmmError
@@ -33,6 +33,7 @@ def _build_parser() -> argparse.ArgumentParser:
     trace.add_parser(sub)
     pack.add_parser(sub)
     store.add_parsers(sub)
+    hunt.add_parser(sub)
     _verbose_after_verbs(parser)
     return parser
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rrvmm import store
 from rrvmm.cli.backend_choice import EMULATION_HINT, choose_backend, cpu_flags, kvm_is_emulated
+from rrvmm.cli.chaos import add_chaos_arg, chaos_settings
 from rrvmm.cli.live_gdb import add_gdb_arg, live_gdb_driver
 from rrvmm.cli.options import (
     add_machine_args,
@@ -48,6 +49,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--output",
         help="trace file (default: NAME-N.rrt in the trace store, see `rrvmm ls`)",
     )
+    add_chaos_arg(rec)
     rec.set_defaults(func=_cmd_record)
 
 
@@ -128,6 +130,7 @@ def _record(args: argparse.Namespace, out: Path | None, drive) -> int:  # noqa: 
     from rrvmm.host.terminal import SerialHost
     from rrvmm.launch import record_guest
 
+    chaos = chaos_settings(args)
     images, config, cpu = _machine_setup(args)
     in_store = out is None
     try:
@@ -138,7 +141,7 @@ def _record(args: argparse.Namespace, out: Path | None, drive) -> int:  # noqa: 
         raise
     try:
         serial = SerialHost(input_fd=stdin_fd())
-        result, recorder = record_guest(images, config, cpu, serial, out, drive)
+        result, recorder = record_guest(images, config, cpu, serial, out, drive, chaos)
     except BaseException:
         if in_store and out.stat().st_size == 0:
             out.unlink()  # the name reserved for a recording that never started

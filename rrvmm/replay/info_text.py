@@ -73,6 +73,10 @@ def format_info(info: dict[str, Any], footer: dict[str, Any] | None = None) -> s
         lines.append(("forced", f"{footer['forced_exits']} forced exits (host kicks)"))
     if footer and footer.get("guest_ns") is not None:
         lines.append(("guest time", _guest_time(int(footer["guest_ns"]))))
+    if info.get("chaos"):
+        from rrvmm.host.chaos import chaos_text
+
+        lines.append(("chaos", chaos_text(info["chaos"])))
     if info.get("packed"):
         carried = ", ".join(
             f"{name} ({row['what']}, {size_text(row['size'])} stored in {size_text(row['stored'])})"

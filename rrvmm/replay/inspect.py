@@ -35,6 +35,8 @@ def info(reader: TraceReader) -> dict[str, Any]:
     }
     if reader.footer:
         out["end"] = {k: reader.footer.get(k) for k in ("status", "reason", "exits")}
+    if "chaos" in h:  # a chaos recording: its seed and bounds, and what the dice did
+        out["chaos"] = {**h["chaos"], **(reader.footer or {}).get("chaos", {})}
     from rrvmm.replay.pack import carried, is_packed
 
     out["packed"] = is_packed(reader)

@@ -85,13 +85,13 @@ class SoftBackend(RunLoop):
         self.events = Delivery(e, self.walker)
         self.regfile = CpuState(e)
         self.dirty = DirtyLog(self.memory, memory_size)
-        self.slots = SoftSlots(e, self.phys, self.dirty)
         self.instructions = 0
         self.instruction_limit: int | None = None
         self.tsc_offset = 0
         self.exit = VcpuExit()
         self.hooks = Hooks(e, list(cpuid_rows or []), self._tsc_in_chunk)
         self.hooks.is_ram = lambda gpa: self.phys.offset(gpa) is not None
+        self.slots = SoftSlots(e, self.phys, self.dirty, self.hooks.cover_pages)
         self._map_memory(mmio_windows)
         self._kicked = False
         self._event_since_count = False  # an exception was delivered since the last count
@@ -124,6 +124,7 @@ class SoftBackend(RunLoop):
         exits = holes if windows is None else sorted(windows)
         for gpa, size in exits:
             e.map_mmio(gpa, size, h.mmio_read(gpa), h.mmio_write(gpa))
+            h.cover_mmio(gpa, size)
         for gpa, size in _subtract(holes, exits):
             e.map_mmio(gpa, size, h.open_bus, h.ignore)
             e.uc.mem_protect(gpa, size, e.unicorn.UC_PROT_READ | e.unicorn.UC_PROT_WRITE)

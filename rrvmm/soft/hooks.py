@@ -57,8 +57,9 @@ class Hooks:
         add(uc.UC_HOOK_INSN, E.U32_CB(self._on_rdtscp), 1, 0, X.UC_X86_INS_RDTSCP)
         add(uc.UC_HOOK_INTR, E.INTR_CB(self._on_intr))
         add(uc.UC_HOOK_INSN_INVALID, E.INVALID_CB(self._on_invalid))
-        add(uc.UC_HOOK_MEM_READ_PROT, E.MEM_EVENT_CB(self._on_read_prot))
-        add(uc.UC_HOOK_MEM_WRITE_PROT, E.MEM_EVENT_CB(self._on_write_prot))
+        self._read_prot_cb = E.MEM_EVENT_CB(self._on_read_prot)
+        self._write_prot_cb = E.MEM_EVENT_CB(self._on_write_prot)
+        self._page_hooks: list[int] = []  # the protection hooks over protected RAM pages
         self.is_ram: Callable[[int], bool] = lambda gpa: False
         self._code_cb = E.CODE_CB(self._on_breakpoint)
         self._bp_hooks: dict[int, int] = {}  # address -> hook handle
@@ -156,7 +157,28 @@ class Hooks:
             self._bp_hooks.clear()
             self.e.flush_tb()
 
-    # --- MMIO ---
+    # --- MMIO and protected pages ---
+    # The protection-event hooks are bounded to the physical ranges that can raise them
+    # (MMIO windows; protected RAM pages while a watchpoint needs them). Unicorn 2.1.4 keeps
+    # a page's stores on the slow path (``notdirty_write`` on every store) as long as any
+    # memory hook covers the page, so an unbounded hook would slow every guest store.
+    def cover_mmio(self, gpa: int, size: int) -> None:
+        """Refused reads in the MMIO window ``gpa``..``gpa+size`` reach ``_on_read_prot``."""
+        self.e.hook(self.e.unicorn.UC_HOOK_MEM_READ_PROT, self._read_prot_cb, gpa, gpa + size - 1)
+
+    def cover_pages(self, spans: list[tuple[int, int]]) -> None:
+        """Protection events from RAM in ``spans`` ((start, end) each) reach the hooks."""
+        for h in self._page_hooks:
+            self.e.unhook(h)
+        self._page_hooks.clear()
+        uc = self.e.unicorn
+        for lo, hi in spans:
+            for kind, cb in (
+                (uc.UC_HOOK_MEM_READ_PROT, self._read_prot_cb),
+                (uc.UC_HOOK_MEM_WRITE_PROT, self._write_prot_cb),
+            ):
+                self._page_hooks.append(self.e.hook(kind, cb, lo, hi - 1))
+
     def _on_read_prot(self, _uc: int, _access: int, gpa: int, size: int, _v: int, _ud: int) -> bool:
         try:
             i = self.mmio_cursor

@@ -7,6 +7,16 @@ then stopped before running). A callback's stop records the counter at that mome
 includes the instruction in progress: OUT, SYSCALL and traps completed it; a fault, a
 breakpoint, an IN or an MMIO access did not (yet). An instruction-fetch page fault is
 raised while translating, before any instruction of the block is counted.
+
+Why count mode, although it costs most of the guest's time: ``count`` makes unicorn call
+its counter before every instruction, and translated code then recomputes EFLAGS before
+each call (``helper_cc_compute_all`` + ``helper_read_eflags``: a third of a Linux boot's
+samples, ``bench/profile_soft.py``; a register-only loop runs ~40x faster without it). It
+is the only exact instruction count unicorn 2.1.4 offers without native code of our own:
+a block hook would count translation blocks (a native one costs ~1/15 of count mode), but
+it is handed a block's address and byte size, not its instruction count, and a block that
+stops part-way (I/O, a fault) would need its executed prefix counted. Every position, the
+virtual TSC, the PIT and the replayer's landings are built on this exact count.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ and the access goes through to RAM.
 from __future__ import annotations
 
 import ctypes as C
+from collections.abc import Callable
 
 from rrvmm.cpu.dirty import PAGE, DirtyAccumulators
 from rrvmm.soft.dirty import DirtyLog
@@ -22,9 +23,16 @@ _READ_CB = C.CFUNCTYPE(None, C.c_void_p, C.c_int, C.c_uint64, C.c_int, C.c_int64
 
 
 class SoftSlots(DirtyAccumulators):
-    def __init__(self, engine, phys: PhysMemory, log: DirtyLog) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        engine,  # noqa: ANN001 - soft.engine.Engine
+        phys: PhysMemory,
+        log: DirtyLog,
+        cover: Callable[[list[tuple[int, int]]], None],
+    ) -> None:
         super().__init__()
         self.e = engine
+        self.cover = cover  # bounds the protection-event hooks to the protected pages
         self.phys = phys
         self.log = log
         self.memory_size = phys.size
@@ -50,6 +58,8 @@ class SoftSlots(DirtyAccumulators):
         }
         wanted = {p: m for p, m in pages.items() if p * PAGE < self.low}
         changed = set(wanted) | set(self._protected)
+        if wanted != self._protected:
+            self.cover(_runs(sorted(wanted)))
         for page in sorted(changed):
             if wanted.get(page) != self._protected.get(page):
                 self.e.uc.mem_protect(page * PAGE, PAGE, perms[wanted.get(page)])
@@ -82,3 +92,14 @@ class SoftSlots(DirtyAccumulators):
 
     def _read_log(self) -> int:
         return self.log.fetch()
+
+
+def _runs(pages: list[int]) -> list[tuple[int, int]]:
+    """Sorted page numbers as (start, end) address ranges of consecutive pages."""
+    runs: list[tuple[int, int]] = []
+    for page in pages:
+        if runs and runs[-1][1] == page * PAGE:
+            runs[-1] = (runs[-1][0], (page + 1) * PAGE)
+        else:
+            runs.append((page * PAGE, (page + 1) * PAGE))
+    return runs
