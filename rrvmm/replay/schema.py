@@ -58,6 +58,14 @@ def _int(value: Any, name: str, lo: int = 0, hi: int = _U64) -> int:
     return value
 
 
+def _number(value: Any, name: str) -> float:
+    if type(value) is int:
+        return _int(value, name, -(1 << 63), _U64)
+    if type(value) is not float or not math.isfinite(value):
+        raise _Bad(f"{name} must be a finite number, not {_short(value)}")
+    return value
+
+
 def _str(value: Any, name: str) -> str:
     if not isinstance(value, str) or len(value) > _MAX_TEXT:
         raise _Bad(f"{name} must be a string, not {_short(value)}")
@@ -125,6 +133,9 @@ def check_header(header: dict[Any, Any]) -> None:
     for key in ("cmdline", "rrvmm", "created", "host"):
         if key in header:
             _str(header[key], key)
+    if "chaos" in header:  # record --chaos: the seed and the dice's bounds (trace info shows them)
+        for key, value in _dict(header["chaos"], "chaos").items():
+            _number(value, f"chaos.{_str(key, 'chaos key')}")
     if "packed" in header:
         symbols = _dict(header["packed"], "packed").get("symbols", [])
         if not isinstance(symbols, list):
@@ -236,6 +247,11 @@ def check_footer(footer: dict[Any, Any]) -> None:
         _str(footer["reason"], "reason")
     if "serial_sha256" in footer:
         _sha(footer["serial_sha256"], "serial_sha256")
+    if footer.get("guest_ns") is not None:  # `rrvmm ls`, trace info, the timeline's axis
+        _int(footer["guest_ns"], "guest_ns")
+    if "chaos" in footer:  # record --chaos: how often each perturbation happened
+        for key, value in _dict(footer["chaos"], "chaos").items():
+            _int(value, f"chaos.{_str(key, 'chaos key')}")
 
 
 class _TraceSchema:

@@ -224,6 +224,8 @@ HEADER_CASES: dict[str, Callable[[dict], dict]] = {
     "images a string": lambda h: h | {"images": "kernel"},
     "deep nesting": lambda h: h | {"extra": _nested(400)},
     "irqchip unknown": lambda h: h | {"machine": h["machine"] | {"irqchip": "apic"}},
+    "chaos a string": lambda h: h | {"chaos": "seed 5"},
+    "chaos bound a string": lambda h: h | {"chaos": {"seed": 5, "timer_late_max_ns": "lots"}},
 }
 
 
@@ -381,6 +383,28 @@ def test_footer_of_the_wrong_types_is_corrupt(base_trace: Path, tmp_path: Path) 
     bad = rewrite(base_trace, tmp_path / "bad.rrt", footer=lambda f: f | {"exits": "many"})
     for args in readers(bad, tmp_path, ("replay", "info", "pack")):
         assert_one_line(args, ExitStatus.BAD_TRACE, "footer is invalid")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"guest_ns": "long"},
+        {"guest_ns": float("inf")},
+        {"chaos": [1]},
+        {"chaos": {"timers_late": "x"}},
+    ],
+)
+def test_footer_guest_time_or_chaos_of_the_wrong_types_is_corrupt(
+    base_trace: Path, tmp_path: Path, extra: dict[str, Any]
+) -> None:
+    """`trace info` and `rrvmm ls` print these: a wrong type is corrupt, not a traceback."""
+    bad = rewrite(
+        base_trace,
+        tmp_path / "bad.rrt",
+        header=lambda h: h | {"chaos": {"seed": 7, "timer_late_max_ns": 400_000}},
+        footer=lambda f: f | extra,
+    )
+    assert_one_line(("trace", "info", str(bad)), ExitStatus.BAD_TRACE, "footer is invalid")
 
 
 def test_untouched_trace_still_replays(base_trace: Path, tmp_path: Path) -> None:
