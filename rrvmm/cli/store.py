@@ -56,11 +56,14 @@ def describe(path: Path) -> dict[str, Any]:
     """One row of `rrvmm ls` (``error`` set for a file that is no readable trace)."""
     from rrvmm.replay.container import TraceReader
     from rrvmm.replay.pack import is_packed
+    from rrvmm.replay.schema import TRACE_SCHEMA
 
     row: dict[str, Any] = {"name": store.trace_name(path), "path": str(path)}
     try:
         row["size"] = path.stat().st_size
-        with TraceReader(path) as reader:
+        # checked like every command's traces: a crafted footer is a damaged row, not a
+        # traceback when the table prints it
+        with TraceReader(path, schema=TRACE_SCHEMA) as reader:
             header, footer = reader.header, reader.footer or {}
             kernel = (header.get("images") or {}).get("kernel") or {}
             row["kernel"] = Path(str(kernel.get("path", "?"))).name

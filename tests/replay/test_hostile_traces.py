@@ -407,6 +407,23 @@ def test_footer_guest_time_or_chaos_of_the_wrong_types_is_corrupt(
     assert_one_line(("trace", "info", str(bad)), ExitStatus.BAD_TRACE, "footer is invalid")
 
 
+def test_store_listing_a_crafted_footer(base_trace: Path, tmp_path: Path) -> None:
+    """`rrvmm ls` lists a crafted trace in the store as damaged (and the good ones as usual)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    rewrite(base_trace, store / "good.rrt")
+    rewrite(base_trace, store / "bad.rrt", footer=lambda f: f | {"guest_ns": "long"})
+    env = {**os.environ, "RRVMM_TRACE_DIR": str(store)}
+    r = subprocess.run(
+        [sys.executable, "-m", "rrvmm", "ls"], env=env, cwd=REPO,
+        capture_output=True, text=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    rows = {line.split()[0].lstrip("*"): line for line in r.stdout.splitlines()[1:]}
+    assert "footer is invalid" in rows["bad"], r.stdout
+    assert "footer is invalid" not in rows["good"], r.stdout
+
+
 def test_untouched_trace_still_replays(base_trace: Path, tmp_path: Path) -> None:
     """The checks above must not refuse a real recording, nor its resealed copy."""
     copy = rewrite(base_trace, tmp_path / "copy.rrt")
