@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rrvmm.cli.options import (
     add_machine_args,
@@ -15,6 +16,9 @@ from rrvmm.cli.options import (
     stdin_fd,
 )
 from rrvmm.errors import ExitStatus, RrvmmError
+
+if TYPE_CHECKING:
+    from rrvmm.host.signals import StopSignals
 
 __all__ = ["add_parsers"]
 
@@ -58,16 +62,40 @@ def _report_end(result, verbose: bool) -> None:  # noqa: ANN001
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from rrvmm.host.signals import stop_signals
     from rrvmm.host.terminal import SerialHost
     from rrvmm.launch import run_guest
 
-    images, config, cpu = _machine_setup(args)
-    try:
-        result = run_guest(images, config, cpu, SerialHost(input_fd=stdin_fd()))
-    finally:
-        cpu.close()
+    with stop_signals() as stops:  # SIGINT/SIGTERM: stop at the next exit
+        images, config, cpu = _machine_setup(args)
+        serial = SerialHost(input_fd=stdin_fd())
+        stops.listen(serial.request_stop)
+        try:
+            result = run_guest(images, config, cpu, serial)
+        finally:
+            cpu.close()
     _report_end(result, args.verbose)
     return result.status
+
+
+def _record(args: argparse.Namespace, stops: StopSignals):  # noqa: ANN202
+    from rrvmm.host.terminal import SerialHost
+    from rrvmm.launch import record_guest
+
+    images, config, cpu = _machine_setup(args)
+    out = Path(args.output) if args.output else _default_trace_path(images.kernel_path.name)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        cpu.close()
+        raise RrvmmError(f"cannot create {out.parent}: {e.strerror}", ExitStatus.NO_INPUT) from None
+    serial = SerialHost(input_fd=stdin_fd())
+    stops.listen(serial.request_stop)
+    try:
+        result, recorder = record_guest(images, config, cpu, serial, out)
+    finally:
+        cpu.close()
+    return result, recorder, out
 
 
 def _default_trace_path(kernel_name: str) -> Path:
@@ -83,20 +111,11 @@ def _default_trace_path(kernel_name: str) -> Path:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from rrvmm.host.terminal import SerialHost
-    from rrvmm.launch import record_guest
+    from rrvmm.host.signals import stop_signals
 
-    images, config, cpu = _machine_setup(args)
-    out = Path(args.output) if args.output else _default_trace_path(images.kernel_path.name)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        cpu.close()
-        raise RrvmmError(f"cannot create {out.parent}: {e.strerror}", ExitStatus.NO_INPUT) from None
-    try:
-        result, recorder = record_guest(images, config, cpu, SerialHost(input_fd=stdin_fd()), out)
-    finally:
-        cpu.close()
+    # SIGINT/SIGTERM stop the guest at the next exit and the trace is closed as usual
+    with stop_signals() as stops:
+        result, recorder, out = _record(args, stops)
     _report_end(result, args.verbose)
     print(
         f"rrvmm: recorded {result.exits} exits ({recorder.forced_exits} forced) to {out}",

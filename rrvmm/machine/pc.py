@@ -378,8 +378,11 @@ class Machine:
 
     def _between_exits(self) -> None:
         """Advance timers, take serial input, and deliver a pending interrupt."""
-        if self.seam.stop_requested():
-            raise MachineStop(RunResult(ExitStatus.INTERRUPTED, "stopped by the user (Ctrl-A x)"))
+        stop = self.seam.stop_requested()
+        if stop is not None:
+            # before any input is taken: nothing is logged after the stop, so a replay
+            # that runs out of events at this point ends here too
+            raise MachineStop(RunResult(stop.status, stop.reason))
         self._take_inputs(self.pit.next_deadline_ns())
         self._deliver_interrupt()
 
@@ -444,7 +447,7 @@ class Machine:
         while True:
             deadline = self.pit.next_deadline_ns()
             self._take_inputs(deadline)
-            if self.pic.has_interrupt() or self.seam.stop_requested():
+            if self.pic.has_interrupt() or self.seam.stop_requested() is not None:
                 return
             if deadline is None and not self.seam.input_possible():
                 self._stuck(ex)

@@ -12,10 +12,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rrvmm.cpu.backend import ExitKind, VcpuExit
+from rrvmm.host.kicker import Kicker
 from rrvmm.host.live_seam import LiveSeam
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import landing_payload
-from rrvmm.seam import Seam
+from rrvmm.seam import Seam, StopRequest
 
 if TYPE_CHECKING:
     from rrvmm.cpu.backend import CpuBackend
@@ -24,8 +25,13 @@ if TYPE_CHECKING:
 __all__ = ["Recorder", "exit_event", "FORCED_EXITS"]
 
 FORCED_EXITS = (ExitKind.INTR, ExitKind.IRQ_WINDOW)
-_FLUSH_INTERVAL_S = 0.2
+_FLUSH_INTERVAL_S = 0.2  # a halted guest: flush if the last flush is this old
 _LONG_WAIT_NS = 50_000_000
+# A running guest: the first exit this long after the last flush puts the open chunk on
+# disk; with no exit for _HEARTBEAT_S, the heartbeat kicks the vCPU out for one (a forced
+# exit, landed exactly on replay), so kill -9 loses at most about a second of recording.
+_FLUSH_EVERY_S = 0.5
+_HEARTBEAT_S = 1.0
 _READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
 _EXIT = int(EventKind.EXIT)
 
@@ -49,6 +55,25 @@ class Recorder(Seam):
         cpu.enable_dirty_log()  # type: ignore[attr-defined]
         self.forced_exits = 0
         self._last_flush = time.monotonic()
+        self._heartbeat: Kicker | None = None
+
+    def attach(self) -> None:
+        """Start the heartbeat that forces an exit (and so a flush) in a long computation."""
+        self._heartbeat = Kicker(self.cpu.kick)
+        self._flush(time.monotonic())
+
+    def detach(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.close()
+            self._heartbeat = None
+
+    def _flush(self, now: float) -> None:
+        """Put the open chunk on disk; the heartbeat is due ``_HEARTBEAT_S`` from now."""
+        if self.writer.pending_bytes:
+            self.writer.flush()
+        self._last_flush = now
+        if self._heartbeat is not None:
+            self._heartbeat.arm(time.monotonic_ns() + int(_HEARTBEAT_S * 1e9))
 
     def _log(self, event: list) -> None:
         self.writer.append(self.index, event)
@@ -108,6 +133,10 @@ class Recorder(Seam):
             self.forced_exits += 1
             self._log(self.landing())
         self._injected_before_entry = False
+        now = time.monotonic()
+        if now - self._last_flush >= _FLUSH_EVERY_S:
+            # after the exit's own events: a trace cut here replays up to this exit
+            self._flush(now)
 
     def landing(self) -> list:
         """The LANDING event of a forced exit: register and memory fingerprints.
@@ -136,7 +165,7 @@ class Recorder(Seam):
     def entering_guest(self, deadline_ns: int | None, poll_ns: int | None = None) -> None:
         self.live.entering_guest(deadline_ns, poll_ns)
 
-    def stop_requested(self) -> bool:
+    def stop_requested(self) -> StopRequest | None:
         return self.live.stop_requested()
 
     def idle(self, deadline_ns: int | None) -> None:
@@ -144,11 +173,14 @@ class Recorder(Seam):
         # killed while the guest waits for input keeps everything up to the wait.
         now = time.monotonic()
         long_wait = deadline_ns is None or deadline_ns - self.live.clock_ns() > _LONG_WAIT_NS
-        if self.writer.pending_bytes and (long_wait or now - self._last_flush > _FLUSH_INTERVAL_S):
-            self.writer.flush()
-            self._last_flush = now
+        if long_wait or now - self._last_flush > _FLUSH_INTERVAL_S:
+            self._flush(now)
+        if self._heartbeat is not None:
+            self._heartbeat.arm(None)  # a halted guest needs no kick (nor a sticky one)
         tsc_before = getattr(self.cpu, "tsc_offset", None)
         self.live.idle(deadline_ns)
+        if self._heartbeat is not None:
+            self._heartbeat.arm(time.monotonic_ns() + int(_HEARTBEAT_S * 1e9))
         tsc_after = getattr(self.cpu, "tsc_offset", None)
         if tsc_after != tsc_before:
             # a virtual TSC moved on while the guest was halted, by host time: an input

@@ -19,7 +19,7 @@ from rrvmm.host.kicker import Kicker
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import Landing, LandingProbe
 from rrvmm.replay.recorder import FORCED_EXITS, exit_event
-from rrvmm.seam import Seam
+from rrvmm.seam import Seam, StopRequest
 
 if TYPE_CHECKING:
     from rrvmm.cpu.backend import CpuBackend
@@ -30,6 +30,7 @@ _READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
 _HALT_LANDING_POLL_NS = 200_000  # kernel irqchip: how often replay looks for a halted vCPU
 _HALT_DIVERGENCE_POLL_NS = 20_000_000  # ... when no landing is due (a halt = divergence)
 _EXIT_FIELDS = ("kind", "addr", "size", "value", "rip")
+RECORDING_END = StopRequest("end of trace", 0)
 
 
 class ReplayDivergence(Exception):
@@ -326,6 +327,8 @@ class Replayer(Seam):
 
     def on_inject(self, index: int, vector: int) -> None:
         ev = self._next_is(EventKind.INJECT)
+        if ev is None and self.at_end:
+            raise TraceEnded()  # a cut trace: what came next was not written
         if ev is None or ev[1] != vector:
             raise self._diverged(
                 "interrupt injection",
@@ -335,6 +338,8 @@ class Replayer(Seam):
 
     def on_irq_line(self, index: int, line: int, level: bool) -> None:
         ev = self._next_is(EventKind.IRQ_LINE)
+        if ev is None and self.at_end:
+            raise TraceEnded()
         if ev is None or (ev[1], bool(ev[2])) != (line, level):
             raise self._diverged(
                 "interrupt line",
@@ -357,6 +362,13 @@ class Replayer(Seam):
 
     def input_possible(self) -> bool:
         return not self.at_end
+
+    def stop_requested(self) -> StopRequest | None:
+        """A recording stopped by the user (escape key, signal) ends between two exits,
+        before any input of the next one is taken: where replay runs out of events at
+        that point, the recording stopped there, and replay must not go on to take
+        inputs or inject an interrupt the recording never did."""
+        return RECORDING_END if self.at_end else None
 
     # --- running the CPU ---
     def run(self, cpu: CpuBackend) -> VcpuExit:
