@@ -4,15 +4,20 @@ It sits between the machine and ``LiveSeam``: each input (clock, wall time, time
 bytes, read values) is logged with the current exit index before the guest sees it, every
 exit is logged for verification, and forced exits (kicks, interrupt windows) get a
 fingerprint so replay can find the same instruction again.
+
+What a kill -9 can lose is the open chunk: it is flushed by size, when the guest halts,
+at the first exit half a second after the last flush, and by a flusher thread while the
+guest runs without exits (the vCPU thread hands it the writer only for the time it is in
+``cpu.run()``), so a killed recording replays up to about a second before the kill.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from rrvmm.cpu.backend import ExitKind, VcpuExit
-from rrvmm.host.kicker import Kicker
 from rrvmm.host.live_seam import LiveSeam
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import landing_payload
@@ -28,10 +33,11 @@ FORCED_EXITS = (ExitKind.INTR, ExitKind.IRQ_WINDOW)
 _FLUSH_INTERVAL_S = 0.2  # a halted guest: flush if the last flush is this old
 _LONG_WAIT_NS = 50_000_000
 # A running guest: the first exit this long after the last flush puts the open chunk on
-# disk; with no exit for _HEARTBEAT_S, the heartbeat kicks the vCPU out for one (a forced
-# exit, landed exactly on replay), so kill -9 loses at most about a second of recording.
+# disk; while the guest runs without exits, the flusher thread does it as often. A guest
+# is never kicked out for a flush: forced exits cost replay a breakpoint search on KVM
+# (a compute loop: ~11,000 hits and ~7 s of replay per landing, measured), and a span
+# without exits has no inputs to lose. So kill -9 loses at most the last ~0.5-1 s.
 _FLUSH_EVERY_S = 0.5
-_HEARTBEAT_S = 1.0
 _READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
 _EXIT = int(EventKind.EXIT)
 
@@ -55,25 +61,42 @@ class Recorder(Seam):
         cpu.enable_dirty_log()  # type: ignore[attr-defined]
         self.forced_exits = 0
         self._last_flush = time.monotonic()
-        self._heartbeat: Kicker | None = None
+        # held by the vCPU thread except while the guest runs (``run``): then, and only
+        # then, the flusher thread may write the open chunk
+        self._writer_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def attach(self) -> None:
-        """Start the heartbeat that forces an exit (and so a flush) in a long computation."""
-        self._heartbeat = Kicker(self.cpu.kick)
-        self._flush(time.monotonic())
+        """Start the flusher (call from the vCPU thread, before the machine runs)."""
+        self._writer_lock.acquire()
+        self._flusher = threading.Thread(target=self._flush_loop, name="trace-flush", daemon=True)
+        self._flusher.start()
 
     def detach(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.close()
-            self._heartbeat = None
+        if self._flusher is None:
+            return
+        self._stopping.set()
+        self._writer_lock.release()
+        self._flusher.join(timeout=5)
+        self._flusher = None
+
+    def _flush_loop(self) -> None:
+        while not self._stopping.wait(_FLUSH_EVERY_S / 2):
+            if not self._writer_lock.acquire(blocking=False):
+                continue  # the vCPU thread is between exits: it flushes itself
+            try:
+                if not self._stopping.is_set():
+                    now = time.monotonic()
+                    if now - self._last_flush >= _FLUSH_EVERY_S:
+                        self._flush(now)
+            finally:
+                self._writer_lock.release()
 
     def _flush(self, now: float) -> None:
-        """Put the open chunk on disk; the heartbeat is due ``_HEARTBEAT_S`` from now."""
         if self.writer.pending_bytes:
             self.writer.flush()
         self._last_flush = now
-        if self._heartbeat is not None:
-            self._heartbeat.arm(time.monotonic_ns() + int(_HEARTBEAT_S * 1e9))
 
     def _log(self, event: list) -> None:
         self.writer.append(self.index, event)
@@ -161,6 +184,16 @@ class Recorder(Seam):
     def on_irq_line(self, index: int, line: int, level: bool) -> None:
         self._log([EventKind.IRQ_LINE, line, int(level)])
 
+    def run(self, cpu: CpuBackend) -> VcpuExit:
+        """Enter the guest; while it runs, the flusher thread may write the open chunk."""
+        if self._flusher is None:
+            return cpu.run()
+        self._writer_lock.release()
+        try:
+            return cpu.run()
+        finally:
+            self._writer_lock.acquire()
+
     # --- pass-through ---
     def entering_guest(self, deadline_ns: int | None, poll_ns: int | None = None) -> None:
         self.live.entering_guest(deadline_ns, poll_ns)
@@ -175,12 +208,8 @@ class Recorder(Seam):
         long_wait = deadline_ns is None or deadline_ns - self.live.clock_ns() > _LONG_WAIT_NS
         if long_wait or now - self._last_flush > _FLUSH_INTERVAL_S:
             self._flush(now)
-        if self._heartbeat is not None:
-            self._heartbeat.arm(None)  # a halted guest needs no kick (nor a sticky one)
         tsc_before = getattr(self.cpu, "tsc_offset", None)
         self.live.idle(deadline_ns)
-        if self._heartbeat is not None:
-            self._heartbeat.arm(time.monotonic_ns() + int(_HEARTBEAT_S * 1e9))
         tsc_after = getattr(self.cpu, "tsc_offset", None)
         if tsc_after != tsc_before:
             # a virtual TSC moved on while the guest was halted, by host time: an input
