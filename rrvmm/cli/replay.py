@@ -67,6 +67,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_replay(args: argparse.Namespace) -> int:
     from rrvmm.launch import open_trace, replay_trace
 
+    if args.checkpoint_every < 1:
+        raise RrvmmError(
+            f"--checkpoint-every {args.checkpoint_every}: must be 1 or more exits",
+            ExitStatus.USAGE,
+        )
     if args.irqchip is not None:
         with open_trace(args.trace) as reader:
             recorded = reader.header.get("machine", {}).get("irqchip", "user")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -82,6 +83,8 @@ def _record(args: argparse.Namespace, stops: StopSignals):  # noqa: ANN202
     from rrvmm.host.terminal import SerialHost
     from rrvmm.launch import record_guest
 
+    if args.output:
+        _refuse_to_overwrite_an_image(Path(args.output), args)
     images, config, cpu = _machine_setup(args)
     out = Path(args.output) if args.output else _default_trace_path(images.kernel_path.name)
     try:
@@ -96,6 +99,23 @@ def _record(args: argparse.Namespace, stops: StopSignals):  # noqa: ANN202
     finally:
         cpu.close()
     return result, recorder, out
+
+
+def _refuse_to_overwrite_an_image(out: Path, args: argparse.Namespace) -> None:
+    """``-o`` naming the kernel, initrd or disk would destroy what the trace needs."""
+    kernel = Path(args.kernel) if args.kernel else demo_kernel_path()
+    for what, image in (("kernel", kernel), ("initrd", args.initrd), ("disk", args.disk)):
+        if image is None:
+            continue
+        try:
+            same = os.path.samefile(out, image)
+        except OSError:
+            continue  # one of them does not exist (yet): nothing to overwrite
+        if same:
+            raise RrvmmError(
+                f"-o {out} is the {what} image of this recording: refusing to overwrite it",
+                ExitStatus.USAGE,
+            )
 
 
 def _default_trace_path(kernel_name: str) -> Path:
