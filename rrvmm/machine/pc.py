@@ -46,6 +46,7 @@ MIN_MEMORY = 2 << 20
 # nothing due, a kick this often shows whether the guest halted for good
 LINE_RETRY_NS = 200_000
 HALT_POLL_NS = 100_000_000
+_KICKED = (ExitKind.INTR, ExitKind.IRQ_WINDOW)  # exits that only say the guest was stopped
 
 
 @dataclass
@@ -264,6 +265,11 @@ class Machine:
 
     def handle_exit(self, ex: VcpuExit) -> None:
         """Count, report and dispatch one exit; MachineStop when the guest ended."""
+        if ex.kind in _KICKED and (stop := self.seam.stop_requested()) is not None:
+            # The kick that brings a stop is no exit of the run: it ends at the last real
+            # one. Logged, it would be a forced exit whose replay searches the whole span
+            # the guest computed since that exit with breakpoints (minutes on KVM).
+            raise MachineStop(RunResult(stop.status, stop.reason))
         self.exit_index += 1
         self.seam.on_exit(self.exit_index, ex)
         self._dispatch(ex)
