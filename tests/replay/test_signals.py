@@ -141,3 +141,14 @@ def test_stop_right_after_a_timer_is_taken_in_a_halt(
     assert outcome.exits == result.exits
     # replay stopped where the recording did (not by running out of events later)
     assert outcome.result is not None and outcome.result.reason == "end of trace"
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_run_without_recording_stops_on_a_signal_too(guest, how: str) -> None:  # noqa: ANN001
+    r = stop_recording(
+        "run", "--backend", "soft", "--kernel", str(guest("timer")), "--append", "ticks=100000",
+        ready=b"pit read-back", keys=b"", delay=0.3, how=how,
+    )  # fmt: skip
+    assert r.status == _STATUS[how]
+    said = {"SIGINT": "stopped by the user (SIGINT)", "SIGTERM": "stopped by SIGTERM"}[how]
+    assert r.err.strip() == f"rrvmm: {said}"
