@@ -8,14 +8,20 @@ started after it) and a watcher thread takes them with ``sigtimedwait``, whichev
 they were sent to. It turns each into a ``StopRequest`` for its listeners (the serial
 host, which kicks the vCPU and ends a wait) and repeats that every ``_KICK_AGAIN_S`` until
 the run is over: a KVM kick that arrives while the vCPU thread is between two entries is
-lost, and a guest computing without exits would otherwise run on.
+lost, and a guest computing without exits would otherwise run on. A second signal more
+than ``_PATIENCE_S`` after the first, when the run has still not stopped (blocked writing
+to a full pipe, say), ends the process at once, as Ctrl-C did before: what was flushed
+stays, and the trace reads as cut.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from rrvmm.errors import ExitStatus
@@ -30,6 +36,7 @@ STOP_FOR_SIGNAL = {
 _SIGNALS = set(STOP_FOR_SIGNAL)
 _KICK_AGAIN_S = 0.05
 _IDLE_WAIT_S = 3600.0
+_PATIENCE_S = 1.0
 
 
 class StopSignals:
@@ -42,6 +49,7 @@ class StopSignals:
         self._done = False
         self._thread: threading.Thread | None = None
         self._was_blocked: set[signal.Signals] = set()
+        self._since = 0.0
 
     def listen(self, listener: Callable[[StopRequest], None]) -> None:
         """Call ``listener`` on every signal (and at once if one already came)."""
@@ -73,10 +81,21 @@ class StopSignals:
             info = signal.sigtimedwait(_SIGNALS, timeout)
             if self._done:
                 return
-            if info is not None and self.request is None:
-                self.request = STOP_FOR_SIGNAL[signal.Signals(info.si_signo)]
+            if info is not None:
+                if self.request is None:
+                    self.request = STOP_FOR_SIGNAL[signal.Signals(info.si_signo)]
+                    self._since = time.monotonic()
+                elif time.monotonic() - self._since > _PATIENCE_S:
+                    self._give_up()
             if self.request is not None:
                 self._tell(self.request)
+
+    def _give_up(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write("rrvmm: the run did not stop; exiting now (a trace is left cut)\n")
+            sys.stderr.flush()
+        assert self.request is not None
+        os._exit(self.request.status)
 
     def _tell(self, request: StopRequest) -> None:
         with self._lock:

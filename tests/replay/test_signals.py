@@ -10,6 +10,7 @@ guest; ``scripts/signal_stress.py`` runs the full twenty of each.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
 import re
@@ -158,3 +159,43 @@ def test_run_without_recording_stops_on_a_signal_too(guest, how: str) -> None:  
     )  # fmt: skip
     assert r.status == _STATUS[how]
     assert r.err.strip() == f"rrvmm: {_REASON[how]}"
+
+
+def test_a_second_signal_ends_a_run_that_cannot_stop(guest) -> None:  # noqa: ANN001
+    """Blocked writing guest output to a full pipe, the run never reaches its next exit:
+    the first SIGINT cannot stop it, a second one (after a second) ends the process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(w, bytes(4096))
+    os.set_blocking(w, True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "rrvmm", "run", "--backend", "soft", "--kernel", str(guest("echo"))],
+        stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(w)
+    try:
+        wchan = Path(f"/proc/{p.pid}/wchan")  # where the main thread sleeps in the kernel
+        deadline = time.monotonic() + 60
+        while not wchan.read_text().endswith("pipe_write") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert wchan.read_text().endswith("pipe_write"), "the guest's output never blocked"
+        p.send_signal(signal.SIGINT)
+        time.sleep(1.5)
+        assert p.poll() is None, "the run stopped though its output was blocked"
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=30) == 130
+        assert p.stderr is not None
+        assert "exiting now" in p.stderr.read().decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(r)
