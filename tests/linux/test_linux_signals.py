@@ -21,9 +21,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.parametrize("i", range(2))
-def test_ctrl_a_x_right_after_a_ctrl_c_replays(tmp_path: Path, i: int) -> None:
-    trace = tmp_path / f"linux{i}.rrt"
+def test_ctrl_a_x_right_after_a_ctrl_c_replays(tmp_path: Path) -> None:
+    # one try (~7 min here); tests/replay/test_signals.py puts the stop at the exact moment
+    trace = tmp_path / "linux.rrt"
     rec = stop_recording(
         "record", *MACHINE, "--append", APPEND, "-o", str(trace),
         ready=b"/ # ", keys=b"sleep 5\r\x03", delay=random.uniform(0.0, 0.3), how="ctrl-a-x",
