@@ -1,7 +1,8 @@
 /*
  * timer: PIC + PIT.  Programs channel 0 at 100 Hz (mode 2), checks that
  * latched and read-back counts are plausible (in range, decreasing), counts
- * 20 ticks with sti;hlt and prints "ticks=20".  Exit 0, or 1 on a failed check.
+ * `ticks=` (default 20) ticks with sti;hlt and prints "ticks=20".  Exit 0, or 1 on a
+ * failed check.
  */
 #include "rt.h"
 
@@ -9,6 +10,7 @@
 #define TICKS 20
 
 static volatile uint32_t ticks;
+static uint32_t ticks_wanted = TICKS;
 
 static void timer_tick(struct isr_frame *f)
 {
@@ -58,6 +60,9 @@ int kmain(uint32_t magic, uint32_t mbinfo_phys)
 	(void)magic;
 	(void)mbinfo_phys;
 	int failures = 0;
+	long wanted = cmdline_get_int("ticks=", TICKS);
+	if (wanted > 0)
+		ticks_wanted = (uint32_t)wanted;
 
 	irq_set_handler(0, timer_tick);
 	unsigned divisor = pit_start(HZ, 2);
@@ -71,7 +76,7 @@ int kmain(uint32_t magic, uint32_t mbinfo_phys)
 	failures += !ok;
 
 	pic_unmask(0);
-	while (ticks < TICKS)
+	while (ticks < ticks_wanted)
 		cpu_wait();
 	pit_stop();
 	pic_mask(0);

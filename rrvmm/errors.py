@@ -23,6 +23,7 @@ class ExitStatus:
     BAD_TRACE = 73  # a trace that is corrupt, truncated, too new or not a trace
     IMAGE_MISMATCH = 75  # replay given a kernel/initrd other than the recorded one
     INTERRUPTED = 130  # the user quit (escape key, SIGINT)
+    TERMINATED = 143  # stopped by SIGTERM (128 + 15, as a shell reports a process it killed)
 
 
 class RrvmmError(Exception):

@@ -171,10 +171,12 @@ def record_guest(
         machine = Machine(config, cpu, recorder, serial, hosts)
         _boot(machine, images)
         live.attach(cpu)
+        recorder.attach()
         try:
             with serial.terminal():
                 result = drive(machine) if drive is not None else machine.run()
         finally:
+            recorder.detach()
             live.detach()
             _close_hosts(hosts, ports)
         writer.close(

@@ -9,12 +9,21 @@ the replayer answers from the trace instead, so the devices compute the same val
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rrvmm.cpu.backend import CpuBackend, VcpuExit
 
-__all__ = ["Seam"]
+__all__ = ["Seam", "StopRequest"]
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Why a run must end at the next point between exits, and the status it ends with."""
+
+    reason: str  # the RunResult reason, e.g. "stopped by the user (SIGINT)"
+    status: int
 
 
 class Seam:
@@ -63,9 +72,10 @@ class Seam:
         """Enter the guest until the next exit; replay re-creates forced exits here."""
         return cpu.run()
 
-    def stop_requested(self) -> bool:
-        """The user asked to stop (escape key)."""
-        return False
+    def stop_requested(self) -> StopRequest | None:
+        """Whether the run ends here, between two exits (the user's escape key or a signal;
+        in replay, the recording's own end)."""
+        return None
 
     def on_exit(self, index: int, exit: VcpuExit) -> None:
         """Called for every exit, before it is handled."""

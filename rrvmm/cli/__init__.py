@@ -56,7 +56,23 @@ def _verbose_after_verbs(parser: argparse.ArgumentParser) -> None:
             _verbose_after_verbs(verb)
 
 
+def _not_utf8(argv: Sequence[str]) -> str | None:
+    """The first argument that is not UTF-8 (Python holds such bytes as surrogates), as
+    its bytes: kernel command lines, paths in trace headers and names are UTF-8 text."""
+    for arg in argv:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            return repr(os.fsencode(arg))
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    bad = _not_utf8(argv)
+    if bad is not None:
+        print(f"rrvmm: a command-line argument is not valid UTF-8: {bad}", file=sys.stderr)
+        return ExitStatus.USAGE
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -13,6 +13,8 @@ from rrvmm.errors import ExitStatus, RrvmmError
 
 __all__ = [
     "DEFAULT_MEMORY",
+    "MAX_MEMORY",
+    "host_memory_limit",
     "add_machine_args",
     "demo_kernel_path",
     "kvm_device_path",
@@ -23,17 +25,62 @@ __all__ = [
 _SIZE_RE = re.compile(r"^(\d+)([KMGkmg]?)(i?[bB])?$")
 _UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 DEFAULT_MEMORY = "128M"
+MAX_MEMORY = 64 << 30  # the most rrvmm gives a guest (RAM is one host mapping, holed at 3G)
+_PAGE = 4096
 
 
 def parse_memory(text: str) -> int:
-    """'256M', '1G', '65536K' or a plain number of MiB (as QEMU's -m)."""
+    """'256M', '1G', '65536K' or a plain number of MiB (as QEMU's -m): whole 4K pages, at
+    most ``MAX_MEMORY`` and at most what this host can map (its RAM and swap)."""
     m = _SIZE_RE.match(text.strip())
     if not m:
         raise RrvmmError(f"--memory {text!r}: expected a size like 64M or 1G", ExitStatus.USAGE)
     size = int(m.group(1)) * _UNITS[m.group(2).upper()]
-    if size > 64 << 30:
-        raise RrvmmError(f"--memory {text}: more than 64G", ExitStatus.USAGE)
+    if size == 0:
+        raise RrvmmError(
+            f"--memory {text}: the guest needs some RAM (at least 2M)", ExitStatus.USAGE
+        )
+    if size % _PAGE:
+        raise RrvmmError(f"--memory {text}: not a whole number of 4K pages", ExitStatus.USAGE)
+    if size > MAX_MEMORY:
+        raise RrvmmError(
+            f"--memory {text}: more than {MAX_MEMORY >> 30}G, the most rrvmm gives a guest",
+            ExitStatus.USAGE,
+        )
+    limit = host_memory_limit()
+    if limit is not None and size > limit:
+        raise RrvmmError(
+            f"--memory {text}: more than this host can give a guest"
+            f" ({limit / (1 << 30):.1f}G: its RAM and swap)",
+            ExitStatus.USAGE,
+        )
     return size
+
+
+def host_memory_limit() -> int | None:
+    """The largest private mapping Linux grants here, or None if unknown or unlimited.
+
+    Guest RAM is one anonymous mapping; under the default overcommit heuristic Linux
+    refuses one larger than RAM plus swap (mode 2: the commit limit), which would end in an
+    OSError deep in the backend.
+    """
+    try:
+        mode = int(Path("/proc/sys/vm/overcommit_memory").read_text())
+        meminfo = Path("/proc/meminfo").read_text()
+    except (OSError, ValueError):
+        return None
+    if mode == 1:  # always overcommit
+        return None
+    fields: dict[str, int] = {}
+    for line in meminfo.splitlines():
+        key, _, rest = line.partition(":")
+        words = rest.split()
+        if words and words[0].isdigit():
+            fields[key] = int(words[0]) * 1024
+    if mode == 2:
+        return fields.get("CommitLimit")
+    total = fields.get("MemTotal", 0) + fields.get("SwapTotal", 0)
+    return total or None
 
 
 def demo_kernel_path() -> Path:

@@ -95,6 +95,11 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             args.trace, args.gdb = args.gdb, LAUNCH_GDB
     args.trace = str(resolve(args.trace))
 
+    if args.checkpoint_every < 1:
+        raise RrvmmError(
+            f"--checkpoint-every {args.checkpoint_every}: must be 1 or more exits",
+            ExitStatus.USAGE,
+        )
     if args.irqchip is not None:
         with open_trace(args.trace) as reader:
             recorded = reader.header.get("machine", {}).get("irqchip", "user")
@@ -137,6 +142,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if progress is not None:
             print("\r\033[K", end="", file=sys.stderr)
         truncated = reader.truncated
+        recorded_end = (reader.footer or {}).get("reason")
     if outcome.divergence is not None:
         print(f"rrvmm: {outcome.divergence.report()}", file=sys.stderr)
         return ExitStatus.DIVERGED
@@ -161,6 +167,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     reason = outcome.result.reason if outcome.result else "end of trace"
+    if reason == "end of trace" and isinstance(recorded_end, str):
+        reason = f"end of trace: {recorded_end}"  # e.g. stopped by the user (SIGINT)
     print(f"rrvmm: replay matched all {outcome.exits} exits ({reason})", file=sys.stderr)
     return 0
 

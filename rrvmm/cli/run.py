@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rrvmm import store
 from rrvmm.cli.backend_choice import EMULATION_HINT, choose_backend, cpu_flags, kvm_is_emulated
@@ -18,6 +20,9 @@ from rrvmm.cli.options import (
     stdin_fd,
 )
 from rrvmm.errors import ExitStatus, RrvmmError
+
+if TYPE_CHECKING:
+    from rrvmm.host.signals import StopSignals
 
 __all__ = ["add_parsers"]
 
@@ -88,16 +93,20 @@ def _report_end(result, verbose: bool) -> None:  # noqa: ANN001
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from rrvmm.host.signals import stop_signals
     from rrvmm.host.terminal import SerialHost
     from rrvmm.launch import run_guest
 
     drive, close_gdb = live_gdb_driver(args.gdb, recording=False)
     try:
-        images, config, cpu = _machine_setup(args)
-        try:
-            result = run_guest(images, config, cpu, SerialHost(input_fd=stdin_fd()), drive)
-        finally:
-            cpu.close()
+        with stop_signals() as stops:  # SIGINT/SIGTERM: stop at the next exit
+            images, config, cpu = _machine_setup(args)
+            serial = SerialHost(input_fd=stdin_fd())
+            stops.listen(serial.request_stop)
+            try:
+                result = run_guest(images, config, cpu, serial, drive)
+            finally:
+                cpu.close()
     finally:
         close_gdb()
     _report_end(result, args.verbose)
@@ -117,16 +126,39 @@ def _output_path(text: str) -> Path:
     return out
 
 
+def _refuse_to_overwrite_an_image(out: Path, args: argparse.Namespace) -> None:
+    """``-o`` naming the kernel, initrd or disk would destroy what the trace needs."""
+    kernel = Path(args.kernel) if args.kernel else demo_kernel_path()
+    for what, image in (("kernel", kernel), ("initrd", args.initrd), ("disk", args.disk)):
+        if image is None:
+            continue
+        try:
+            same = os.path.samefile(out, image)
+        except OSError:
+            continue  # one of them does not exist (yet): nothing to overwrite
+        if same:
+            raise RrvmmError(
+                f"-o {out} is the {what} image of this recording: refusing to overwrite it",
+                ExitStatus.USAGE,
+            )
+
+
 def _cmd_record(args: argparse.Namespace) -> int:
+    from rrvmm.host.signals import stop_signals
+
     out = _output_path(args.output) if args.output else None
+    if out is not None:
+        _refuse_to_overwrite_an_image(out, args)
     drive, close_gdb = live_gdb_driver(args.gdb, recording=True)
     try:
-        return _record(args, out, drive)
+        # SIGINT/SIGTERM stop the guest at the next exit and the trace is closed as usual
+        with stop_signals() as stops:
+            return _record(args, out, drive, stops)
     finally:
         close_gdb()
 
 
-def _record(args: argparse.Namespace, out: Path | None, drive) -> int:  # noqa: ANN001
+def _record(args: argparse.Namespace, out: Path | None, drive, stops: StopSignals) -> int:  # noqa: ANN001
     from rrvmm.host.terminal import SerialHost
     from rrvmm.launch import record_guest
 
@@ -141,6 +173,7 @@ def _record(args: argparse.Namespace, out: Path | None, drive) -> int:  # noqa: 
         raise
     try:
         serial = SerialHost(input_fd=stdin_fd())
+        stops.listen(serial.request_stop)
         result, recorder = record_guest(images, config, cpu, serial, out, drive, chaos)
     except BaseException:
         if in_store and out.stat().st_size == 0:

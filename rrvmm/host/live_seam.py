@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rrvmm.cpu.backend import CpuBackend, InstructionCounting
     from rrvmm.host.terminal import SerialHost
     from rrvmm.host.udp import UdpPort
+    from rrvmm.seam import StopRequest
 
 __all__ = ["LiveSeam", "InstructionClockSeam"]
 
@@ -56,8 +57,8 @@ class LiveSeam(Seam):
                 at = poll_at if at is None else min(at, poll_at)
             self._kicker.arm(at)
 
-    def stop_requested(self) -> bool:
-        return self._serial is not None and self._serial.quit_requested
+    def stop_requested(self) -> StopRequest | None:
+        return None if self._serial is None else self._serial.stop
 
     def clock_ns(self) -> int:
         return time.monotonic_ns() - self._t0

@@ -18,13 +18,17 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-__all__ = ["SerialHost", "ESCAPE_KEY", "MAX_PENDING_INPUT"]
+from rrvmm.errors import ExitStatus
+from rrvmm.seam import StopRequest
+
+__all__ = ["SerialHost", "ESCAPE_KEY", "ESCAPE_STOP", "MAX_PENDING_INPUT"]
 
 #: Bytes of piped input read ahead of the guest (see SerialHost._wait_for_room).
 MAX_PENDING_INPUT = 1 << 20
 
 ESCAPE_KEY = 0x01  # Ctrl-A
 _QUIT_KEY = ord("x")
+ESCAPE_STOP = StopRequest("stopped by the user (Ctrl-A x)", ExitStatus.INTERRUPTED)
 
 
 def take_bytes(pending: deque[bytes], limit: int) -> bytes:
@@ -57,7 +61,7 @@ class SerialHost:
         self._room = threading.Event()  # set when the guest took some
         self._lock = threading.Lock()
         self.input_closed = input_fd is None
-        self.quit_requested = False
+        self.stop: StopRequest | None = None  # the first stop asked for (escape key, signal)
         self._wake: Callable[[], None] = lambda: None
         self._event = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,7 +127,7 @@ class SerialHost:
             if self._escape:
                 self._escape = False
                 if b == _QUIT_KEY:
-                    self.quit_requested = True
+                    self.stop = self.stop or ESCAPE_STOP
                     break
                 if b == ESCAPE_KEY:
                     out.append(b)
@@ -137,6 +141,17 @@ class SerialHost:
     def _notify(self) -> None:
         self._event.set()
         self._wake()
+
+    @property
+    def quit_requested(self) -> bool:
+        return self.stop is not None
+
+    def request_stop(self, stop: StopRequest) -> None:
+        """End the run at the next point between exits (thread-safe: from a signal's
+        watcher thread). The first request holds; each call kicks the vCPU again."""
+        if self.stop is None:
+            self.stop = stop
+        self._notify()
 
     def notify_input(self) -> None:
         """Other host input (a virtio port) arrived: end a wait and kick the vCPU."""

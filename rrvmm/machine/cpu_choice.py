@@ -42,6 +42,8 @@ def make_backend(
     if name in ("kvm", "auto"):
         try:
             return KvmBackend(memory, kvm_device, irqchip or DEFAULT_KVM_IRQCHIP)
+        except OSError as e:  # the guest RAM mapping
+            raise _no_memory(memory, e) from None
         except BackendUnavailable as e:
             if name == "kvm" or irqchip == "kernel":
                 raise RrvmmError(f"KVM is not usable: {e}", ExitStatus.NO_KVM) from None
@@ -52,8 +54,17 @@ def make_backend(
 
     try:
         return SoftBackend(memory)
+    except OSError as e:
+        raise _no_memory(memory, e) from None
     except BackendUnavailable as e:
         raise RrvmmError(f"the software backend is not usable: {e}", ExitStatus.NO_KVM) from None
+
+
+def _no_memory(memory: int, e: OSError) -> RrvmmError:
+    return RrvmmError(
+        f"cannot map {memory >> 20}M of guest RAM on this host: {e.strerror or e}",
+        ExitStatus.USAGE,
+    )
 
 
 def guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:

@@ -44,6 +44,7 @@ DEBUG_EXIT_PORT = 0xF4
 ACPI_PM_PORT = 0x600  # PM1a event block (4 bytes) then control block (2), as the FADT says
 RFLAGS_IF = 1 << 9
 MIN_MEMORY = 2 << 20
+_KICKED = (ExitKind.INTR, ExitKind.IRQ_WINDOW)  # exits that only say the guest was stopped
 
 
 @dataclass
@@ -222,6 +223,11 @@ class Machine:
 
     def handle_exit(self, ex: VcpuExit) -> None:
         """Count, report and dispatch one exit; MachineStop when the guest ended."""
+        if ex.kind in _KICKED and (stop := self.seam.stop_requested()) is not None:
+            # The kick that brings a stop is no exit of the run: it ends at the last real
+            # one. Logged, it would be a forced exit whose replay searches the whole span
+            # the guest computed since that exit with breakpoints (minutes on KVM).
+            raise MachineStop(RunResult(stop.status, stop.reason))
         self.exit_index += 1
         self.seam.on_exit(self.exit_index, ex)
         self._dispatch(ex)
@@ -326,8 +332,11 @@ class Machine:
 
     def _between_exits(self) -> None:
         """Advance timers, take serial input, and deliver a pending interrupt."""
-        if self.seam.stop_requested():
-            raise MachineStop(RunResult(ExitStatus.INTERRUPTED, "stopped by the user (Ctrl-A x)"))
+        stop = self.seam.stop_requested()
+        if stop is not None:
+            # before any input is taken: nothing is logged after the stop, so a replay
+            # that runs out of events at this point ends here too
+            raise MachineStop(RunResult(stop.status, stop.reason))
         self._take_inputs(self.pit.next_deadline_ns())
         self._deliver_interrupt()
 
@@ -373,7 +382,7 @@ class Machine:
         while True:
             deadline = self.pit.next_deadline_ns()
             self._take_inputs(deadline)
-            if self.interrupts.pending() or self.seam.stop_requested():
+            if self.interrupts.pending() or self.seam.stop_requested() is not None:
                 return
             if deadline is None and not self.seam.input_possible():
                 self._stuck(ex)

@@ -4,10 +4,16 @@ It sits between the machine and ``LiveSeam``: each input (clock, wall time, time
 bytes, read values) is logged with the current exit index before the guest sees it, every
 exit is logged for verification, and forced exits (kicks, interrupt windows) get a
 fingerprint so replay can find the same instruction again.
+
+What a kill -9 can lose is the open chunk: it is flushed by size, when the guest halts,
+at the first exit half a second after the last flush, and by a flusher thread while the
+guest runs without exits (the vCPU thread hands it the writer only for the time it is in
+``cpu.run()``), so a killed recording replays up to about a second before the kill.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -15,17 +21,23 @@ from rrvmm.cpu.backend import ExitKind, VcpuExit
 from rrvmm.host.live_seam import LiveSeam
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import landing_payload
-from rrvmm.seam import Seam
+from rrvmm.seam import Seam, StopRequest
 
 if TYPE_CHECKING:
-    from rrvmm.cpu.backend import RecordableCpu
+    from rrvmm.cpu.backend import CpuBackend, RecordableCpu, VcpuExit
     from rrvmm.replay.container import TraceWriter
 
 __all__ = ["Recorder", "exit_event", "FORCED_EXITS"]
 
 FORCED_EXITS = (ExitKind.INTR, ExitKind.IRQ_WINDOW)
-_FLUSH_INTERVAL_S = 0.2
+_FLUSH_INTERVAL_S = 0.2  # a halted guest: flush if the last flush is this old
 _LONG_WAIT_NS = 50_000_000
+# A running guest: the first exit this long after the last flush puts the open chunk on
+# disk; while the guest runs without exits, the flusher thread does it as often. A guest
+# is never kicked out for a flush: forced exits cost replay a breakpoint search on KVM
+# (a compute loop: ~11,000 hits and ~7 s of replay per landing, measured), and a span
+# without exits has no inputs to lose. So kill -9 loses at most the last ~0.5-1 s.
+_FLUSH_EVERY_S = 0.5
 _READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
 _EXIT = int(EventKind.EXIT)
 
@@ -51,6 +63,42 @@ class Recorder(Seam):
         cpu.enable_dirty_log()
         self.forced_exits = 0
         self._last_flush = time.monotonic()
+        # held by the vCPU thread except while the guest runs (``run``): then, and only
+        # then, the flusher thread may write the open chunk
+        self._writer_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def attach(self) -> None:
+        """Start the flusher (call from the vCPU thread, before the machine runs)."""
+        self._writer_lock.acquire()
+        self._flusher = threading.Thread(target=self._flush_loop, name="trace-flush", daemon=True)
+        self._flusher.start()
+
+    def detach(self) -> None:
+        if self._flusher is None:
+            return
+        self._stopping.set()
+        self._writer_lock.release()
+        self._flusher.join(timeout=5)
+        self._flusher = None
+
+    def _flush_loop(self) -> None:
+        while not self._stopping.wait(_FLUSH_EVERY_S / 2):
+            if not self._writer_lock.acquire(blocking=False):
+                continue  # the vCPU thread is between exits: it flushes itself
+            try:
+                if not self._stopping.is_set():
+                    now = time.monotonic()
+                    if now - self._last_flush >= _FLUSH_EVERY_S:
+                        self._flush(now)
+            finally:
+                self._writer_lock.release()
+
+    def _flush(self, now: float) -> None:
+        if self.writer.pending_bytes:
+            self.writer.flush()
+        self._last_flush = now
 
     def _log(self, event: list) -> None:
         self.writer.append(self.index, event)
@@ -110,6 +158,10 @@ class Recorder(Seam):
             self.forced_exits += 1
             self._log(self.landing())
         self._injected_before_entry = False
+        now = time.monotonic()
+        if now - self._last_flush >= _FLUSH_EVERY_S:
+            # after the exit's own events: a trace cut here replays up to this exit
+            self._flush(now)
 
     def landing(self) -> list:
         """The LANDING event of a forced exit: register and memory fingerprints.
@@ -134,11 +186,21 @@ class Recorder(Seam):
     def on_irq_line(self, index: int, line: int, level: bool) -> None:
         self._log([EventKind.IRQ_LINE, line, int(level)])
 
+    def run(self, cpu: CpuBackend) -> VcpuExit:
+        """Enter the guest; while it runs, the flusher thread may write the open chunk."""
+        if self._flusher is None:
+            return cpu.run()
+        self._writer_lock.release()
+        try:
+            return cpu.run()
+        finally:
+            self._writer_lock.acquire()
+
     # --- pass-through ---
     def entering_guest(self, deadline_ns: int | None, poll_ns: int | None = None) -> None:
         self.live.entering_guest(deadline_ns, poll_ns)
 
-    def stop_requested(self) -> bool:
+    def stop_requested(self) -> StopRequest | None:
         return self.live.stop_requested()
 
     def idle(self, deadline_ns: int | None) -> None:
@@ -146,9 +208,8 @@ class Recorder(Seam):
         # killed while the guest waits for input keeps everything up to the wait.
         now = time.monotonic()
         long_wait = deadline_ns is None or deadline_ns - self.live.clock_ns() > _LONG_WAIT_NS
-        if self.writer.pending_bytes and (long_wait or now - self._last_flush > _FLUSH_INTERVAL_S):
-            self.writer.flush()
-            self._last_flush = now
+        if long_wait or now - self._last_flush > _FLUSH_INTERVAL_S:
+            self._flush(now)
         counter = self.counter  # its TSC is virtual: host time moves it only here
         tsc_before = None if counter is None else counter.tsc_offset
         self.live.idle(deadline_ns)

@@ -27,7 +27,7 @@ from rrvmm.replay.landing import (
     run_to_count,
 )
 from rrvmm.replay.recorder import FORCED_EXITS, exit_event
-from rrvmm.seam import Seam
+from rrvmm.seam import Seam, StopRequest
 from rrvmm.target import TargetDiverged
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = ["Replayer", "ReplayDivergence", "TraceEnded", "ExitCheck"]
 
 _READS = (ExitKind.IO_IN, ExitKind.MMIO_READ)
 _EXIT_FIELDS = ("kind", "addr", "size", "value", "rip")
+RECORDING_END = StopRequest("end of trace", 0)
 
 
 class ReplayDivergence(TargetDiverged):
@@ -336,6 +337,8 @@ class Replayer(Seam):
 
     def on_inject(self, index: int, vector: int) -> None:
         ev = self._next_is(EventKind.INJECT)
+        if ev is None and self.at_end:
+            raise TraceEnded()  # a cut trace: what came next was not written
         if ev is None or ev[1] != vector:
             raise self._diverged(
                 "interrupt injection",
@@ -345,6 +348,8 @@ class Replayer(Seam):
 
     def on_irq_line(self, index: int, line: int, level: bool) -> None:
         ev = self._next_is(EventKind.IRQ_LINE)
+        if ev is None and self.at_end:
+            raise TraceEnded()
         if ev is None or (ev[1], bool(ev[2])) != (line, level):
             raise self._diverged(
                 "interrupt line",
@@ -368,6 +373,13 @@ class Replayer(Seam):
 
     def input_possible(self) -> bool:
         return not self.at_end
+
+    def stop_requested(self) -> StopRequest | None:
+        """A recording stopped by the user (escape key, signal) ends between two exits,
+        before any input of the next one is taken: where replay runs out of events at
+        that point, the recording stopped there, and replay must not go on to take
+        inputs or inject an interrupt the recording never did."""
+        return RECORDING_END if self.at_end else None
 
     # --- running the CPU ---
     def run(self, cpu: CpuBackend) -> VcpuExit:
