@@ -219,6 +219,12 @@ class Machine:
     def prepare_entry(self) -> None:
         """Between exits: timers, serial input, interrupt delivery; then tell the seam."""
         self._between_exits()
+        stop = self.seam.stop_requested()
+        if stop is not None:
+            # a stop that came while the inputs were taken (a signal during a timer's
+            # answer): the guest does not run again, so a replay that has just taken the
+            # last recorded input ends at this same point
+            raise MachineStop(RunResult(stop.status, stop.reason))
         self.seam.entering_guest(self.pit.next_deadline_ns(), self.interrupts.poll_ns())
 
     def handle_exit(self, ex: VcpuExit) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rrvmm.machine.pc import RunResult
+from rrvmm.replay.replayer import RECORDING_END
 
 __all__ = ["EndDisagreement", "end_disagreement"]
 
@@ -48,7 +49,10 @@ def end_disagreement(
         if result is None and exits < recorded:
             return EndDisagreement("end of the trace", str(recorded), str(exits), True)
         return EndDisagreement("exit count at the end", str(recorded), str(exits), False)
-    if result is not None:
+    if result is not None and (result.status, result.reason) != (
+        RECORDING_END.status,
+        RECORDING_END.reason,
+    ):  # a replay that ran out of events where the recording stopped has no end of its own
         for key, actual in (("status", result.status), ("reason", result.reason)):
             if key in footer and footer[key] != actual:
                 return EndDisagreement(f"end {key}", repr(footer[key]), repr(actual), False)

@@ -122,7 +122,10 @@ def test_stop_right_after_a_timer_is_taken_in_a_halt(
     import rrvmm.launch as session
     from rrvmm.host.live_seam import InstructionClockSeam, LiveSeam
     from rrvmm.host.terminal import ESCAPE_STOP, SerialHost
+    from rrvmm.machine.cpu_choice import make_backend
+    from rrvmm.machine.images import GuestImages
     from rrvmm.machine.pc import MachineConfig
+    from rrvmm.replay.container import open_trace
 
     serial = SerialHost(output=io.BytesIO(), input_fd=None)
     due = [0]
@@ -140,16 +143,16 @@ def test_stop_right_after_a_timer_is_taken_in_a_halt(
 
     for cls in (LiveSeam, InstructionClockSeam):
         monkeypatch.setattr(cls, "timer_due", stopping(cls.timer_due))
-    images = session.GuestImages.load(guest("timer"))
+    images = GuestImages.load(guest("timer"))
     config = MachineConfig(memory=16 << 20, cmdline="ticks=1000", kernel_name="timer")
-    cpu = session.make_backend(backend, config.memory)
+    cpu = make_backend(backend, config.memory)
     trace = tmp_path / "t.rrt"
     try:
         result, _ = session.record_guest(images, config, cpu, serial, trace)
     finally:
         cpu.close()
     assert result.status == 130, result.reason
-    outcome = session.replay_trace(session.open_trace(trace))
+    outcome = session.replay_trace(open_trace(trace))
     assert outcome.divergence is None, outcome.divergence
     assert outcome.matched and outcome.complete
     assert outcome.exits == result.exits
