@@ -1,12 +1,18 @@
 """Reverse execution latency over a long trace, and what checkpoints cost in memory.
 
-Records the `pio` guest (one exit per loop iteration), opens it in the replay engine
+Part `hotguard` (the shape users debug): the `hotguard` guest recorded on the soft CPU
+and on KVM; per backend, side by side: record, plain replay of the whole run, and with a
+real gdb on `rrvmm replay --gdb`: `break panic` + `continue` (the forward replay of the
+span), then `watch guard` + `reverse-continue` back to the corrupting store, and the
+ratio of the two (targets: <= 1.5x soft, <= 3x KVM).
+
+Part `pio`: records the `pio` guest (one exit per loop iteration), opens it in the replay engine
 (checkpoints every --every exits while replaying forward), then measures:
   reverse-stepi at many positions (p50/p95; target p95 <= 100 ms),
   reverse-continue to a breakpoint hit d exits back, for d in 1e2, 1e4, 1e6 (as the trace
   allows), and the memory the checkpoints hold.
 
-    python bench/reverse.py [--exits 1100000] [--every 1000]
+    python bench/reverse.py [--part hotguard|pio|all] [--exits 1100000] [--every 1000]
 """
 
 from __future__ import annotations
@@ -34,7 +40,12 @@ from rrvmm.replay.container import open_trace  # noqa: E402
 from rrvmm.replay.engine import ReplayEngine  # noqa: E402
 from rrvmm.target import Position  # noqa: E402
 
+sys.path.insert(0, str(REPO / "tests" / "gdbstub"))
+from gdb_driver import Gdb, ReplayServer  # noqa: E402
+
 MEMORY = 32 << 20
+BACKENDS = ("soft", "kvm")
+TARGET = {"soft": 1.5, "kvm": 3.0}
 
 
 def symbol(elf_path: Path, name: str) -> int:
@@ -45,13 +56,88 @@ def symbol(elf_path: Path, name: str) -> int:
     raise KeyError(name)
 
 
+def _timed(argv: list[str], timeout: float = 900) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    p = subprocess.run(
+        [sys.executable, "-m", "rrvmm", *argv],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, cwd=REPO,
+    )  # fmt: skip
+    return time.perf_counter() - t0, p
+
+
+def hotguard(backend: str, tmp: Path, append: str, server_args: list[str]) -> dict[str, float]:
+    """One backend's row: record, plain replay, gdb forward to panic, watch + reverse."""
+    kernel = REPO / "guests" / "build" / "hotguard.mb"
+    elf = REPO / "guests" / "build" / "hotguard.elf"
+    trace = tmp / f"hotguard-{backend}.rrt"
+    argv = ["record", "--backend", backend, "--kernel", str(kernel), "-o", str(trace)]
+    t_rec, p = _timed(argv + (["--append", append] if append else []))
+    assert p.returncode == 3, p.stderr.decode()
+    exits = p.stderr.decode().split("recorded ")[1].split()[0]
+    t_rep, p = _timed(["replay", str(trace)])
+    assert p.returncode == 0, p.stderr.decode()
+    server = ReplayServer(trace, *server_args)
+    g = Gdb(elf)
+    try:
+        g.cmd(f"target remote 127.0.0.1:{server.port}")
+        g.cmd("break panic")
+        t0 = time.perf_counter()
+        stop = g.run("continue", timeout=900)
+        t_fwd = time.perf_counter() - t0
+        assert stop["frame"]["func"] == "panic", stop
+        g.cmd("delete")
+        g.cmd("watch guard")
+        t0 = time.perf_counter()
+        stop = g.run("reverse-continue", timeout=1800)
+        t_rev = time.perf_counter() - t0
+        assert stop["reason"] == "watchpoint-trigger", stop
+        assert stop["frame"]["func"] == "stale_store", stop
+        assert g.eval("guard") == str(0x600DF00D), g.eval("guard")
+        info = g.cmd("monitor info")
+    finally:
+        g.close()
+        server.close()
+    return {"exits": int(exits), "record": t_rec, "replay": t_rep, "forward": t_fwd,
+            "reverse": t_rev, "info": info}  # type: ignore[dict-item]  # fmt: skip
+
+
+def part_hotguard(args: argparse.Namespace) -> None:
+    print(f"hotguard ({args.append or 'defaults'}): `break panic`+`continue` in gdb is the"
+          " forward replay of the span; `watch guard`+`reverse-continue` goes back")  # fmt: skip
+    print(f"{'backend':<8} {'exits':>6} {'record s':>9} {'replay s':>9} {'forward s':>10}"
+          f" {'reverse s':>10} {'rev/fwd':>8} {'target':>7}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends.split(","):
+            r = hotguard(backend, Path(tmp), args.append, args.server_args)
+            ratio = r["reverse"] / r["forward"]
+            ok = "ok" if ratio <= TARGET[backend] else "MISSED"
+            print(f"{backend:<8} {r['exits']:>6} {r['record']:>9.2f} {r['replay']:>9.2f}"
+                  f" {r['forward']:>10.2f} {r['reverse']:>10.2f} {ratio:>7.2f}x"
+                  f" {TARGET[backend]:>5.1f}x {ok}")  # fmt: skip
+            if args.verbose:
+                print(r["info"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("hotguard", "pio", "all"), default="all")
+    ap.add_argument("--backends", default=",".join(BACKENDS), help="hotguard: soft,kvm")
+    ap.add_argument("--append", default="", help="hotguard's command line (hz= at= ticks=)")
+    ap.add_argument("--server-arg", dest="server_args", action="append", default=[],
+                    help="hotguard: one more argument of `rrvmm replay --gdb`")  # fmt: skip
+    ap.add_argument("-v", "--verbose", action="store_true", help="hotguard: monitor info")
     ap.add_argument("--exits", type=int, default=1_100_000, help="trace length (pio loop count)")
     ap.add_argument("--every", type=int, default=1000, help="checkpoint interval in exits")
     ap.add_argument("--samples", type=int, default=20)
     args = ap.parse_args()
     subprocess.run(["make", "-s", "-C", str(REPO / "guests")], check=True)
+    if args.part in ("hotguard", "all"):
+        part_hotguard(args)
+    if args.part in ("pio", "all"):
+        part_pio(args)
+
+
+def part_pio(args: argparse.Namespace) -> None:
     kernel = REPO / "guests" / "build" / "pio.mb"
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "pio.rrt"
