@@ -128,6 +128,11 @@ class ReplayEngine:
         self._base: dict[int, bytes] = {}  # non-zero pages at power-on
         self._mem_at = 0  # the checkpoint memory last equalled (restore accounting)
         self.stats = {"restores": 0, "steps": 0, "bp_hits": 0, "watch_traps": 0}
+        # a CPU that counts instructions (and the faults that complete none) has an exact
+        # clock: a position is a reading of it, reached by a run with an instruction limit
+        self.counting = hasattr(self.cpu, "faults") and hasattr(self.cpu, "hit_probes")
+        self._clock0 = self._clock()  # the clock at the current exit
+        self.probe_hits: Any = None  # the CPU's hit probes while a reverse search runs
         self._take_base()
         self.take_checkpoint()
 
@@ -207,6 +212,7 @@ class ReplayEngine:
         self._ckpt_anchor = cp.exit_index
         self._prepared = False
         self.n = 0
+        self._clock0 = self._clock()
         self.ended = None
 
     def _restore_before(self, k: int) -> None:
@@ -219,6 +225,7 @@ class ReplayEngine:
         """Bookkeeping at each exit reached going forward."""
         k = self.machine.exit_index
         self.n = 0
+        self._clock0 = self._clock()
         self._prepared = False
         if k in self.checkpoints:
             self.slots.take_dirty("checkpoint")
@@ -330,6 +337,11 @@ class ReplayEngine:
         if self._land_without_progress():
             return
         self._check_end()
+        if self.counting:
+            before = self._clock()
+            self.cpu.settle()  # a read waiting for its value completes: one step
+            if self._clock() != before:
+                return self._stepped()
         injected = self._prepare()
         landing = self.replayer.next_landing()
         if landing is not None and self.probe.matches(landing):
@@ -370,9 +382,23 @@ class ReplayEngine:
 
     def _stepped(self) -> Stop | None:
         self.stats["steps"] += 1
-        if self.n is not None:
+        if self.counting:
+            self.n = self._clock() - self._clock0
+        elif self.n is not None:
             self.n += 1
         return self._watch_hit
+
+    # ------------------------------------------------------------------ the exact clock
+    def _clock(self) -> int:
+        """Instructions + faults: moves by one per single step (0 on a CPU that counts
+        nothing; positions are then counted by stepping)."""
+        if not getattr(self, "counting", False):
+            return 0
+        return self.cpu.instructions + self.cpu.faults
+
+    def _steps_known(self) -> int | None:
+        """Steps since the current exit if known without re-executing."""
+        return self._clock() - self._clock0 if self.counting else None
 
     def _run_free(
         self,
@@ -381,14 +407,18 @@ class ReplayEngine:
         stop_at_breakpoints: bool = True,
         stop_on_watch: bool = True,
         skip_breakpoint_at: int | None = None,
+        until_count: int | None = None,
     ) -> None:
-        """Run forward; returns on reaching ``until_exit``; _Hit on a stop."""
+        """Run forward; returns on reaching ``until_exit`` or, on a CPU that counts, the
+        first point where ``instructions`` reaches ``until_count``; _Hit on a stop."""
         while True:
             if self._interrupt.is_set():
                 self._interrupt.clear()
-                self.n = None
+                self.n = self._steps_known()
                 raise _Hit(Stop(StopKind.INTERRUPTED))
             if until_exit is not None and self.machine.exit_index >= until_exit:
+                return
+            if until_count is not None and self.cpu.instructions >= until_count:
                 return
             if self._land_without_progress():
                 continue
@@ -424,11 +454,23 @@ class ReplayEngine:
                     self.cpu, HALTED_LANDING_POLL_NS if halted else STUCK_POLL_NS
                 )
             self.cpu.set_debug(sorted(set(arm)))
+            limit = landing.instructions if counted else None
+            if until_count is not None:
+                limit = until_count if limit is None else min(limit, until_count)
             try:
-                ex = run_to_count(self.cpu, landing.instructions) if counted else self.cpu.run()
+                ex = run_to_count(self.cpu, limit) if limit is not None else self.cpu.run()
             finally:
                 self.cpu.set_debug([])
-            self.n = None
+            self.n = self._steps_known()
+            if self.probe_hits is not None and self.probe_hits.error is not None:
+                error, self.probe_hits.error = self.probe_hits.error, None
+                raise error
+            if (
+                until_count is not None
+                and ex.kind is ExitKind.INTR
+                and self.cpu.instructions >= until_count
+            ):
+                return  # there: before a landing due at the same count
             if counted and ex.kind is ExitKind.INTR and self.probe.matches(landing):
                 self._take_landing(landing)
                 continue
@@ -491,6 +533,9 @@ class ReplayEngine:
         points of the same run only ever wrote a subset of it, so equal hashes over it
         mean equal state.
         """
+        if self.counting:
+            self.n = self._clock() - self._clock0
+            return self.n
         if self.n is not None:
             return self.n
         regs = self.cpu.get_regs()
@@ -528,14 +573,58 @@ class ReplayEngine:
                 raise
 
     def goto(self, pos: Position) -> None:
+        if self.counting:
+            here = self.position()
+            # going back, the faults now bound those at the target from above
+            back = (pos.exit_index, pos.instructions) <= (here.exit_index, here.instructions)
+            self._goto_counted(pos, self.cpu.faults if back else None)
+            return
         self.goto_exit(pos.exit_index)
         for _ in range(pos.instructions):
+            self.step()
+
+    def _goto_counted(self, pos: Position, faults_max: int | None) -> None:
+        """Go to ``pos`` on a counting CPU: a run with an instruction limit.
+
+        The clock is instructions + faults, the limit counts instructions only. With an
+        upper bound on the faults at the target the run stops at or before it, and the
+        few faults left are single steps; without one it may pass the target, which then
+        gives the bound for a second run.
+        """
+        k = pos.exit_index
+        self.goto_exit(k)
+        target = self._clock0 + pos.instructions
+        if faults_max is None:
+            self._run_counted(k, self.cpu.instructions + (target - self._clock()))
+            if self._clock() <= target or self.machine.exit_index != k:
+                return self._step_to(k, target)
+            faults_max = self.cpu.faults
+            self.goto_exit(k)
+        if target - faults_max > self.cpu.instructions:
+            self._run_counted(k, target - faults_max)
+        self._step_to(k, target)
+
+    def _run_counted(self, k: int, count: int) -> None:
+        try:
+            self._run_free(
+                until_exit=k + 1, until_count=count, stop_at_breakpoints=False,
+                stop_on_watch=False,
+            )  # fmt: skip
+        except _Hit as hit:
+            if hit.stop.kind is not StopKind.REPLAY_END:
+                raise
+
+    def _step_to(self, k: int, target: int) -> None:
+        while self.machine.exit_index == k and self._clock() < target and not self.at_end:
             self.step()
 
     # ------------------------------------------------------------------ Target
     def resume(self, *, reverse: bool = False, step: bool = False) -> Stop:
         self._interrupt.clear()  # an interrupt only stops a resume already running
-        self._apply_watch_protection()
+        if reverse and self.counting:
+            self.slots.protect({})  # probes watch the bytes themselves, not their pages
+        else:
+            self._apply_watch_protection()
         try:
             if reverse:
                 return self._reverse_step() if step else self._reverse_continue()
@@ -557,6 +646,8 @@ class ReplayEngine:
     def _reverse_step(self) -> Stop:
         k = self.machine.exit_index
         n = self._count_steps()
+        if self.counting and n == 0 and k > 0:
+            return self._reverse_step_across_exit(k)
         if n > 0:
             self.goto(Position(k, n - 1))
             return Stop(StopKind.STEP)
@@ -571,7 +662,21 @@ class ReplayEngine:
         self.goto(Position(k - 1, max(m - 1, 0)))
         return Stop(StopKind.STEP)
 
+    def _reverse_step_across_exit(self, k: int) -> Stop:
+        """From exit ``k`` to the last point of the interval before it. An exit that
+        completed its instruction (OUT, HLT) came one tick after that point; one that
+        stopped before it (IN, MMIO read) or a forced exit came at the same reading."""
+        clock, faults = self._clock(), self.cpu.faults
+        self.goto_exit(k - 1)
+        base = self._clock0
+        self._goto_counted(Position(k - 1, clock - base), faults)
+        if self.machine.exit_index != k - 1 or self._clock() != clock:
+            self._goto_counted(Position(k - 1, max(clock - 1 - base, 0)), faults)
+        return Stop(StopKind.STEP)
+
     def _reverse_continue(self) -> Stop:
+        if self.counting:
+            return self._reverse_continue_counted()
         here = self.position()
         end = here
         starts = [i for i in self._order if i <= here.exit_index]
@@ -582,6 +687,55 @@ class ReplayEngine:
                 self.goto(pos)
                 return stop
             end = Position(start, 0)
+        self.goto(Position(0, 0))
+        return Stop(StopKind.REPLAY_BEGIN)
+
+    def _reverse_continue_counted(self) -> Stop:
+        """Back to the last breakpoint or watchpoint hit before here, on a counting CPU.
+
+        One forward pass per checkpoint span, newest first: restore the checkpoint, run
+        to the end of the span with the hits noted by probes (their exact positions, the
+        guest never stopping), and go to the last one; no hit, the span before.
+        """
+        probes = [("exec", a, 1) for a in sorted(self.breakpoints)]
+        probes += [(w.kind.value, w.address, w.length) for w in self.watches]
+        end_exit, end_clock, end_faults = self.machine.exit_index, self._clock(), self.cpu.faults
+        end_n = end_clock - self._clock0
+        found: list[tuple[int, int, int, int, Stop]] = []  # exit, its clock, clock, faults
+
+        def on_hit(hit: Any) -> None:
+            kind, address, _ = hit.probe
+            clock = hit.instructions + hit.faults
+            if kind == "exec":
+                stop = Stop(StopKind.BREAKPOINT, address, hardware=True)
+            else:
+                stop = Stop(StopKind.WATCHPOINT, address, WatchKind(kind))
+            found.append((self.machine.exit_index, self._clock0, clock, hit.faults, stop))
+
+        starts = [i for i in self._order if i <= end_exit]
+        if probes:
+            self.probe_hits = self.cpu.hit_probes(on_hit)
+        try:
+            for start in reversed(starts):
+                if not probes:
+                    break
+                self._restore(self.checkpoints[start])
+                found.clear()
+                self.probe_hits.arm(probes)
+                try:
+                    self._goto_counted(Position(end_exit, end_n), end_faults)
+                finally:
+                    self.probe_hits.disarm()
+                hits = [h for h in found if (h[0], h[2]) < (end_exit, end_clock)]
+                if hits:
+                    k, clock0, clock, faults, stop = hits[-1]
+                    self._goto_counted(Position(k, clock - clock0), faults)
+                    return stop
+                cpu = self.checkpoints[start].cpu
+                end_exit, end_n, end_faults = start, 0, int(cpu["faults"])
+                end_clock = int(cpu["instructions"]) + end_faults
+        finally:
+            self.probe_hits = None
         self.goto(Position(0, 0))
         return Stop(StopKind.REPLAY_BEGIN)
 

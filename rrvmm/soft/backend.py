@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+from collections.abc import Callable
 
 from rrvmm.cpu.backend import BackendError, ExitKind, VcpuExit
 from rrvmm.cpu.cpuid import filter_cpuid
@@ -42,6 +43,7 @@ from rrvmm.soft.events import Delivery
 from rrvmm.soft.guest_clock import guest_tsc
 from rrvmm.soft.hooks import Hooks
 from rrvmm.soft.mmu import HIGH_BASE, PhysMemory, Walker
+from rrvmm.soft.probes import HitProbes, ProbeHit
 from rrvmm.soft.runner import CHUNK, WINDOW_CHUNK, RunLoop
 from rrvmm.soft.slots import SoftSlots
 from rrvmm.soft.state import CpuState
@@ -81,6 +83,7 @@ class SoftBackend(RunLoop):
         self.dirty = DirtyLog(self.memory, memory_size)
         self.slots = SoftSlots(e, self.phys, self.dirty)
         self.instructions = 0
+        self.faults = 0  # exceptions for instructions that did not complete (runner)
         self.instruction_limit: int | None = None
         self.tsc_offset = 0
         self.exit = VcpuExit()
@@ -222,6 +225,11 @@ class SoftBackend(RunLoop):
         if not single_step:
             self._step_debug = False
 
+    def hit_probes(self, on_hit: Callable[[ProbeHit], None]) -> HitProbes:
+        """Breakpoints and watchpoints that note their hits' exact positions and let the
+        guest run on (``soft.probes``): the reverse debugger's one-pass search."""
+        return HitProbes(self, on_hit)
+
     def forge_exit(self, kind: ExitKind, rip: int) -> VcpuExit:
         """Report an exit that happened without guest progress (replay of a lost entry)."""
         ex = self.exit
@@ -247,6 +255,7 @@ class SoftBackend(RunLoop):
         return {
             "env": ctypes.string_at(e.env, L.ENV_SIZE),
             "instructions": self.instructions,
+            "faults": self.faults,
             "tsc_offset": self.tsc_offset,
             "apic_base": self.regfile.apic_base,
             "pending_vector": self._pending_vector,
@@ -262,6 +271,7 @@ class SoftBackend(RunLoop):
         assert isinstance(env, bytes) and len(env) == L.ENV_SIZE
         ctypes.memmove(e.env, env, L.ENV_SIZE)
         self.instructions = int(state["instructions"])  # type: ignore[arg-type]
+        self.faults = int(state.get("faults", 0))  # type: ignore[arg-type]
         self.tsc_offset = int(state["tsc_offset"])  # type: ignore[arg-type]
         self.regfile.apic_base = int(state["apic_base"])  # type: ignore[arg-type]
         self._pending_vector = state["pending_vector"]  # type: ignore[assignment]

@@ -7,6 +7,10 @@ then stopped before running). A callback's stop records the counter at that mome
 includes the instruction in progress: OUT, SYSCALL and traps completed it; a fault, a
 breakpoint, an IN or an MMIO access did not (yet). An instruction-fetch page fault is
 raised while translating, before any instruction of the block is counted.
+
+``faults`` counts the exceptions delivered for instructions that did not complete (so
+did not count): ``instructions + faults`` moves by exactly one per single step, a clock
+on which every point of the guest's run has its own position (the replay engine's).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class RunLoop:
     exit: VcpuExit
     instructions: int
     instruction_limit: int | None
+    faults: int
 
     def _can_take_interrupt(self) -> bool:
         e = self.engine
@@ -211,6 +216,7 @@ class RunLoop:
                 self.events.syscall(e.rip.value)
             except GuestFault as f:  # #UD: SYSCALL is disabled; it did not execute
                 self.instructions -= 1
+                self.faults += 1
                 e.rip.value = stop[2]
                 self.events.deliver(f.vector, f.error_code)
             return None
@@ -220,11 +226,13 @@ class RunLoop:
                 self.instructions += counter
             except GuestFault as f:
                 self.instructions += counter - 1
+                self.faults += 1
                 e.rip.value = stop[2]
                 self.events.deliver(f.vector, f.error_code)
             return None
         if kind == STOP_UD:
             self.instructions += counter - 1
+            self.faults += 1
             self.events.deliver(L.EXC_UD)
             return None
         if kind == STOP_BP:
@@ -258,8 +266,10 @@ class RunLoop:
             self.instructions += counter
         elif vector == L.EXC_PF and retaddr == 0:  # code fetch, before anything of it ran
             self.instructions += counter
+            self.faults += 1
         else:  # a fault: the instruction did not complete
             self.instructions += counter - 1
+            self.faults += 1
         has_code = vector in L.EXC_WITH_ERROR_CODE and not is_int
         self.events.deliver(vector, error_code if has_code else None, software=bool(is_int))
 
