@@ -162,7 +162,7 @@ def part_pio(args: argparse.Namespace) -> None:
                             for c in eng.checkpoints.values())  # fmt: skip
             print(f"engine forward to exit {total}: {fwd:.1f}s ({total / fwd:,.0f} exits/s),"
                   f" {len(eng.checkpoints)} checkpoints")  # fmt: skip
-            print(f"checkpoint memory: base image {len(eng._base) * 4} KiB, pages "
+            print(f"checkpoint memory: base image {len(eng.checkpoints.base) * 4} KiB, pages "
                   f"{mem / 1024:.0f} KiB total = {mem / max(1, len(eng.checkpoints)):.0f} B"
                   f" per checkpoint (+ ~{cpu_state // max(1, len(eng.checkpoints))} B vCPU"
                   " xsave each)")  # fmt: skip

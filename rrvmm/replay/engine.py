@@ -11,7 +11,8 @@ device state, the trace cursor and the pages written since — and re-executes f
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ from rrvmm.cpu.backend import ExitKind, VcpuExit
 from rrvmm.cpu.mmu import PageFault, read_virtual, translate
 from rrvmm.kvm.memslots import PAGE
 from rrvmm.machine.pc import MachineStop, RunResult
+from rrvmm.replay.checkpoints import (
+    Checkpoint,
+    CheckpointPolicy,
+    Checkpoints,
+    copy_pages,
+)
 from rrvmm.replay.container import TraceReader
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import (
@@ -56,22 +63,6 @@ _RFLAGS_DEBUG = (1 << 8) | (1 << 16)  # TF, RF: set by debugging, not by the gue
 
 
 @dataclass
-class Checkpoint:
-    exit_index: int
-    cpu: dict[str, Any]
-    machine: dict[str, Any]
-    cursor: dict[str, Any]
-    accumulators: dict[str, int]
-    landing_dirty: int
-    serial_len: int
-    pages: dict[int, bytes] = field(default_factory=dict)  # changed since the previous one
-
-    @property
-    def memory_bytes(self) -> int:
-        return len(self.pages) * PAGE
-
-
-@dataclass
 class _Watch:
     address: int
     length: int
@@ -97,7 +88,8 @@ class ReplayEngine:
         *,
         kernel: str | None = None,
         initrd: str | None = None,
-        checkpoint_every: int = 1000,
+        checkpoint_every: int | None = None,
+        checkpoint_memory: int | None = None,
         kvm_device: str = "/dev/kvm",
         backend: str | None = None,
         disk: str | None = None,
@@ -115,7 +107,9 @@ class ReplayEngine:
         self.machine = self._rig.machine
         self.probe = self.replayer.probe
         self.slots = self.cpu.slots
-        self.every = checkpoint_every
+        policy = CheckpointPolicy(every_exits=checkpoint_every)
+        if checkpoint_memory is not None:
+            policy.memory = checkpoint_memory
         self.breakpoints: set[int] = set()
         self.watches: list[_Watch] = []
         self.ended: RunResult | None = None  # the guest's own end, once replay reached it
@@ -123,9 +117,10 @@ class ReplayEngine:
         self._prepared = False
         self._watch_hit: Stop | None = None
         self._interrupt = threading.Event()
-        self.checkpoints: dict[int, Checkpoint] = {}
-        self._order: list[int] = []  # checkpoint exit indices, ascending
-        self._base: dict[int, bytes] = {}  # non-zero pages at power-on
+        self.checkpoints = Checkpoints(policy)
+        self._work = 0.0  # seconds of replay work since the last checkpoint (or restore)
+        self._work_mark = time.perf_counter()
+        self._toward: int | None = None  # the exit a run is going to (denser checkpoints)
         self._mem_at = 0  # the checkpoint memory last equalled (restore accounting)
         self.stats = {"restores": 0, "steps": 0, "bp_hits": 0, "watch_traps": 0}
         # a CPU that counts instructions (and the faults that complete none) has an exact
@@ -142,7 +137,7 @@ class ReplayEngine:
         for page in range(self.cpu.memory_size // PAGE):
             chunk = mem[page * PAGE : (page + 1) * PAGE]
             if chunk != _ZERO_PAGE:
-                self._base[page] = chunk
+                self.checkpoints.base[page] = chunk
         for consumer in ("checkpoint", "restore"):
             self.slots.take_dirty(consumer)
 
@@ -153,11 +148,11 @@ class ReplayEngine:
             raise TargetError("checkpoints are taken at an exit, before the guest resumes")
         if k in self.checkpoints:
             return self.checkpoints[k]
-        prev = max((i for i in self._order if i < k), default=None)
+        prev = max((i for i in self.checkpoints.order if i < k), default=None)
         dirty = self.slots.take_dirty("checkpoint")
         if prev is not None and prev != self._ckpt_anchor:
             # memory is only known relative to the anchor; diff against it by content
-            dirty |= self._pages_between(self._ckpt_anchor, prev)
+            dirty |= self.checkpoints.pages_between(self._ckpt_anchor, prev)
         cp = Checkpoint(
             exit_index=k,
             cpu=self.cpu.save_state(),
@@ -168,38 +163,22 @@ class ReplayEngine:
             serial_len=len(self.serial.transcript),
         )
         if prev is not None:
-            mem = self.cpu.memory
-            for page in pages_of(dirty):
-                cp.pages[page] = mem[page * PAGE : (page + 1) * PAGE]
-        self.checkpoints[k] = cp
-        self._order = sorted(self.checkpoints)
+            cp.pages = copy_pages(self.cpu.memory, dirty)
+        self.checkpoints.add(cp)
         self._ckpt_anchor = k
+        self._work = 0.0
+        self.checkpoints.thin(k, {k, self._mem_at, 0})
         return cp
 
     _ckpt_anchor = 0
 
-    def _pages_between(self, a: int, b: int) -> int:
-        """Pages whose contents may differ between checkpoints at exits a and b."""
-        lo, hi = min(a, b), max(a, b)
-        bits = 0
-        for i in self._order:
-            if lo < i <= hi:
-                for page in self.checkpoints[i].pages:
-                    bits |= 1 << page
-        return bits
-
-    def _page_at(self, page: int, k: int) -> bytes:
-        for i in reversed(self._order):
-            if i <= k and page in self.checkpoints[i].pages:
-                return self.checkpoints[i].pages[page]
-        return self._base.get(page, _ZERO_PAGE)
-
     def _restore(self, cp: Checkpoint) -> None:
         self.stats["restores"] += 1
-        pages = self.slots.take_dirty("restore") | self._pages_between(self._mem_at, cp.exit_index)
+        store = self.checkpoints
+        pages = self.slots.take_dirty("restore") | store.pages_between(self._mem_at, cp.exit_index)
         mem = self.cpu.memory
         for page in pages_of(pages):
-            mem[page * PAGE : (page + 1) * PAGE] = self._page_at(page, cp.exit_index)
+            mem[page * PAGE : (page + 1) * PAGE] = store.page_at(page, cp.exit_index, _ZERO_PAGE)
         self.cpu.restore_state(cp.cpu)
         self.machine.restore(cp.machine)
         self.replayer.set_cursor(cp.cursor)
@@ -214,11 +193,11 @@ class ReplayEngine:
         self.n = 0
         self._clock0 = self._clock()
         self.ended = None
+        self._work = 0.0
 
     def _restore_before(self, k: int) -> None:
         """Restore the latest checkpoint at or before exit ``k``."""
-        best = max(i for i in self._order if i <= k)
-        self._restore(self.checkpoints[best])
+        self._restore(self.checkpoints[self.checkpoints.last_at_or_before(k)])
 
     # ------------------------------------------------------------------ moving forward
     def _after_exit(self) -> None:
@@ -227,10 +206,19 @@ class ReplayEngine:
         self.n = 0
         self._clock0 = self._clock()
         self._prepared = False
-        if k in self.checkpoints:
+        now = time.perf_counter()
+        self._work += now - self._work_mark
+        self._work_mark = now
+        store = self.checkpoints
+        if k in store:
             self.slots.take_dirty("checkpoint")
             self._ckpt_anchor = k
-        elif self.every and k % self.every == 0:
+            self._work = 0.0
+        elif store.policy.due(k, self._work) or (
+            self._toward is not None
+            and k < self._toward
+            and store.policy.due_near(k, self._ckpt_anchor, self._toward, self._work)
+        ):
             self.take_checkpoint()
 
     def _handle_exit(self, ex: VcpuExit) -> None:
@@ -564,13 +552,16 @@ class ReplayEngine:
         cur = self.machine.exit_index
         if not (cur < k or (cur == k and self.n == 0 and not self._prepared)):
             self._restore_before(k)
-        elif k - cur > self.every and any(cur < i <= k for i in self._order):
-            self._restore_before(k)
+        elif self.checkpoints.last_at_or_before(k) > cur:
+            self._restore_before(k)  # a checkpoint on the way: start there
+        self._toward = k
         try:
             self._run_free(until_exit=k, stop_at_breakpoints=False, stop_on_watch=False)
         except _Hit as hit:
             if hit.stop.kind is not StopKind.REPLAY_END:
                 raise
+        finally:
+            self._toward = None
 
     def goto(self, pos: Position) -> None:
         if self.counting:
@@ -583,7 +574,9 @@ class ReplayEngine:
         for _ in range(pos.instructions):
             self.step()
 
-    def _goto_counted(self, pos: Position, faults_max: int | None) -> None:
+    def _goto_counted(
+        self, pos: Position, faults_max: int | None, *, from_here: bool = False
+    ) -> None:
         """Go to ``pos`` on a counting CPU: a run with an instruction limit.
 
         The clock is instructions + faults, the limit counts instructions only. With an
@@ -592,7 +585,14 @@ class ReplayEngine:
         gives the bound for a second run.
         """
         k = pos.exit_index
-        self.goto_exit(k)
+        if from_here:  # run on from where the CPU stands (a search pass over a span)
+            self._toward = k
+            try:
+                self._run_counted(k - 1, None)
+            finally:
+                self._toward = None
+        else:
+            self.goto_exit(k)
         target = self._clock0 + pos.instructions
         if faults_max is None:
             self._run_counted(k, self.cpu.instructions + (target - self._clock()))
@@ -604,7 +604,8 @@ class ReplayEngine:
             self._run_counted(k, target - faults_max)
         self._step_to(k, target)
 
-    def _run_counted(self, k: int, count: int) -> None:
+    def _run_counted(self, k: int, count: int | None) -> None:
+        """Run to instruction ``count`` inside interval ``k`` (None: to its end)."""
         try:
             self._run_free(
                 until_exit=k + 1, until_count=count, stop_at_breakpoints=False,
@@ -679,7 +680,7 @@ class ReplayEngine:
             return self._reverse_continue_counted()
         here = self.position()
         end = here
-        starts = [i for i in self._order if i <= here.exit_index]
+        starts = [i for i in self.checkpoints.order if i <= here.exit_index]
         for start in reversed(starts):
             hits = self._hits_between(Position(start, 0), end)
             if hits:
@@ -712,7 +713,7 @@ class ReplayEngine:
                 stop = Stop(StopKind.WATCHPOINT, address, WatchKind(kind))
             found.append((self.machine.exit_index, self._clock0, clock, hit.faults, stop))
 
-        starts = [i for i in self._order if i <= end_exit]
+        starts = [i for i in self.checkpoints.order if i <= end_exit]
         if probes:
             self.probe_hits = self.cpu.hit_probes(on_hit)
         try:
@@ -723,7 +724,7 @@ class ReplayEngine:
                 found.clear()
                 self.probe_hits.arm(probes)
                 try:
-                    self._goto_counted(Position(end_exit, end_n), end_faults)
+                    self._goto_counted(Position(end_exit, end_n), end_faults, from_here=True)
                 finally:
                     self.probe_hits.disarm()
                 hits = [h for h in found if (h[0], h[2]) < (end_exit, end_clock)]
