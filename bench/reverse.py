@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import signal
 import statistics
 import subprocess
 import sys
@@ -94,18 +95,35 @@ def hotguard(backend: str, tmp: Path, append: str, server_args: list[str]) -> di
         assert stop["frame"]["func"] == "stale_store", stop
         assert g.eval("guard") == str(0x600DF00D), g.eval("guard")
         info = g.cmd("monitor info")
+        t_int = ctrl_c_latency(g)
     finally:
         g.close()
         server.close()
     return {"exits": int(exits), "record": t_rec, "replay": t_rep, "forward": t_fwd,
-            "reverse": t_rev, "info": info}  # type: ignore[dict-item]  # fmt: skip
+            "reverse": t_rev, "ctrl_c": t_int, "info": info}  # type: ignore[dict-item]  # fmt: skip
+
+
+def ctrl_c_latency(g: Gdb) -> float:
+    """Seconds from gdb's Ctrl-C to the stop, 1 s into a reverse-continue that would search
+    back to the start (a breakpoint never reached); nan if it ended first."""
+    g.cmd("delete")
+    g.cmd("break *0x1")
+    responses = g.mi.write("reverse-continue", timeout_sec=1, raise_error_on_timeout=False)
+    t0 = time.perf_counter()
+    g.mi.gdb_process.send_signal(signal.SIGINT)
+    while not any(r["type"] == "notify" and r["message"] == "stopped" for r in responses):
+        responses += g.mi.get_gdb_response(timeout_sec=0.05, raise_error_on_timeout=False)
+    dt = time.perf_counter() - t0
+    stop = next(r for r in responses if r["type"] == "notify" and r["message"] == "stopped")
+    g.cmd("delete")
+    return dt if stop["payload"].get("signal-name") == "SIGINT" else float("nan")
 
 
 def part_hotguard(args: argparse.Namespace) -> None:
     print(f"hotguard ({args.append or 'defaults'}): `break panic`+`continue` in gdb is the"
           " forward replay of the span; `watch guard`+`reverse-continue` goes back")  # fmt: skip
     print(f"{'backend':<8} {'exits':>6} {'record s':>9} {'replay s':>9} {'forward s':>10}"
-          f" {'reverse s':>10} {'rev/fwd':>8} {'target':>7}")  # fmt: skip
+          f" {'reverse s':>10} {'rev/fwd':>8} {'target':>7}   {'Ctrl-C s':>8}")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
             r = hotguard(backend, Path(tmp), args.append, args.server_args)
@@ -113,7 +131,7 @@ def part_hotguard(args: argparse.Namespace) -> None:
             ok = "ok" if ratio <= TARGET[backend] else "MISSED"
             print(f"{backend:<8} {r['exits']:>6} {r['record']:>9.2f} {r['replay']:>9.2f}"
                   f" {r['forward']:>10.2f} {r['reverse']:>10.2f} {ratio:>7.2f}x"
-                  f" {TARGET[backend]:>5.1f}x {ok}")  # fmt: skip
+                  f" {TARGET[backend]:>5.1f}x {ok:<6} {r['ctrl_c']:>8.3f}")  # fmt: skip
             if args.verbose:
                 print(r["info"])
 

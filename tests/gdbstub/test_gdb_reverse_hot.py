@@ -9,6 +9,7 @@ positions either side of it must be consistent.
 from __future__ import annotations
 
 import hashlib
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +91,47 @@ def test_reverse_continue_to_a_breakpoint_in_the_tick_handler(gdb: Gdb) -> None:
     stop = gdb.run("continue", timeout=300)
     assert stop["frame"]["func"] == "stale_store"
     assert _state(gdb) == at
+
+
+@pytest.fixture(scope="module")
+def long_soft_trace(tmp_path_factory: pytest.TempPathFactory, guest_dir: Path) -> Path:
+    """The default hotguard run (150 ticks, ~1.5e8 instructions) on the software CPU:
+    searching all of it backwards takes seconds."""
+    trace = tmp_path_factory.mktemp("hot") / "hotguard-long.rrt"
+    r = rrvmm(
+        "record", "--backend", "soft", "--kernel", str(guest_dir / "hotguard.mb"),
+        "-o", str(trace), stdin=None, timeout=600,
+    )  # fmt: skip
+    assert r.status == 3, r.err
+    return trace
+
+
+def _position(g: Gdb) -> str:
+    return next(line for line in g.cmd("monitor info").splitlines() if "position:" in line)
+
+
+def test_ctrl_c_stops_a_reverse_continue_at_a_consistent_position(
+    long_soft_trace: Path, guest_dir: Path
+) -> None:
+    with gdb_on_replay(long_soft_trace, guest_dir / "hotguard.elf") as g:
+        g.cmd("break panic")
+        g.run("continue", timeout=600)
+        at_panic, panic_pos = _state(g), _position(g)
+        g.cmd("delete")
+        g.cmd("break *0x1")  # never reached: the search would go back to the start
+        responses = g.mi.write("reverse-continue", timeout_sec=2, raise_error_on_timeout=False)
+        g.mi.gdb_process.send_signal(signal.SIGINT)  # what Ctrl-C in gdb's terminal does
+        while not any(r["type"] == "notify" and r["message"] == "stopped" for r in responses):
+            responses += g.mi.get_gdb_response(timeout_sec=5, raise_error_on_timeout=False)
+        stop = next(r for r in responses if r["type"] == "notify" and r["message"] == "stopped")
+        assert stop["payload"].get("signal-name") == "SIGINT", stop
+        g.cmd("delete")
+        here, here_pos = _state(g), _position(g)
+        assert here_pos != panic_pos  # it went back some way, and says where it is
+        # the position is a real one: forward and back again lands on the same state
+        g.run("stepi")
+        g.run("reverse-stepi")
+        assert _state(g) == here and _position(g) == here_pos
+        g.cmd("break panic")
+        g.run("continue", timeout=600)
+        assert _state(g) == at_panic and _position(g) == panic_pos
