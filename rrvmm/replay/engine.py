@@ -216,7 +216,7 @@ class ReplayEngine:
             self._work = 0.0
         elif store.policy.due(k, self._work) or (
             self._toward is not None
-            and k < self._toward
+            and k <= self._toward
             and store.policy.due_near(k, self._ckpt_anchor, self._toward, self._work)
         ):
             self.take_checkpoint()
