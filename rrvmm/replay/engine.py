@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,7 @@ from rrvmm.replay.landing import (
 )
 from rrvmm.replay.replayer import TraceEnded
 from rrvmm.replay.rig import build_rig
+from rrvmm.replay.watchpoints import Watchpoints
 from rrvmm.target import (
     REGISTER_NAMES,
     Position,
@@ -60,16 +60,6 @@ __all__ = ["ReplayEngine", "Checkpoint"]
 MAX_HW_BREAKPOINTS = 4
 _ZERO_PAGE = bytes(PAGE)
 _RFLAGS_DEBUG = (1 << 8) | (1 << 16)  # TF, RF: set by debugging, not by the guest
-
-
-@dataclass
-class _Watch:
-    address: int
-    length: int
-    kind: WatchKind
-
-    def overlaps(self, addr: int, size: int) -> bool:
-        return addr < self.address + self.length and self.address < addr + size
 
 
 class _Hit(Exception):
@@ -111,7 +101,7 @@ class ReplayEngine:
         if checkpoint_memory is not None:
             policy.memory = checkpoint_memory
         self.breakpoints: set[int] = set()
-        self.watches: list[_Watch] = []
+        self.watches = Watchpoints(self._physical)
         self.ended: RunResult | None = None  # the guest's own end, once replay reached it
         self.n: int | None = 0  # single steps since the current exit (None: not counted)
         self._prepared = False
@@ -281,15 +271,12 @@ class ReplayEngine:
         if ex.kind is ExitKind.MMIO_WRITE:
             self.cpu.write_memory(ex.addr, ex.data)
             self.slots.mark_dirty(ex.addr, ex.size)
-            kinds = (WatchKind.WRITE, WatchKind.ACCESS)
+            w = self.watches.hit(ex.addr, ex.size, "write")
         else:
             self.cpu.complete_read(self.cpu.read_memory(ex.addr, ex.size))
-            kinds = (WatchKind.READ, WatchKind.ACCESS)
-        for w in self.watches:
-            if w.kind in kinds and self._watch_hits(w, ex.addr, ex.size):
-                if self._watch_hit is None:
-                    self._watch_hit = Stop(StopKind.WATCHPOINT, w.address, w.kind)
-                break
+            w = self.watches.hit(ex.addr, ex.size, "read")
+        if w is not None and self._watch_hit is None:
+            self._watch_hit = Stop(StopKind.WATCHPOINT, w.address, w.kind)
         return True
 
     def _finish_access(self) -> None:
@@ -306,13 +293,9 @@ class ReplayEngine:
             if not self._mmio(ex):
                 raise TargetError(f"unexpected {ex.kind.name} exit finishing a watched access")
 
-    def _watch_hits(self, w: _Watch, gpa: int, size: int) -> bool:
-        pa = self._watch_phys(w)
-        return pa is not None and gpa < pa + w.length and pa < gpa + size
-
-    def _watch_phys(self, w: _Watch) -> int | None:
+    def _physical(self, va: int) -> int | None:
         try:
-            return self._translate(w.address)
+            return self._translate(va)
         except PageFault:
             return None
 
@@ -699,7 +682,7 @@ class ReplayEngine:
         guest never stopping), and go to the last one; no hit, the span before.
         """
         probes = [("exec", a, 1) for a in sorted(self.breakpoints)]
-        probes += [(w.kind.value, w.address, w.length) for w in self.watches]
+        probes += self.watches.probes()
         end_exit, end_clock, end_faults = self.machine.exit_index, self._clock(), self.cpu.faults
         end_n = end_clock - self._clock0
         found: list[tuple[int, int, int, int, Stop]] = []  # exit, its clock, clock, faults
@@ -834,24 +817,13 @@ class ReplayEngine:
         self.breakpoints.discard(address)
 
     def add_watchpoint(self, address: int, length: int, kind: WatchKind) -> None:
-        self.watches.append(_Watch(address, length, kind))
+        self.watches.add(address, length, kind)
 
     def remove_watchpoint(self, address: int, length: int, kind: WatchKind) -> None:
-        self.watches = [
-            w for w in self.watches if (w.address, w.length, w.kind) != (address, length, kind)
-        ]
+        self.watches.remove(address, length, kind)
 
     def _apply_watch_protection(self) -> None:
-        pages: dict[int, str] = {}
-        for w in self.watches:
-            pa = self._watch_phys(w)
-            if pa is None:
-                continue
-            mode = "ro" if w.kind is WatchKind.WRITE else "none"
-            for page in range(pa // PAGE, (pa + w.length - 1) // PAGE + 1):
-                if pages.get(page) != "none":
-                    pages[page] = mode
-        self.slots.protect(pages)
+        self.slots.protect(self.watches.page_modes())
 
     # --- interrupts ---
     def _interrupt_handler(self, vector: int) -> int:
