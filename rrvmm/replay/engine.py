@@ -113,11 +113,12 @@ class ReplayEngine:
         self._toward: int | None = None  # the exit a run is going to (denser checkpoints)
         self._mem_at = 0  # the checkpoint memory last equalled (restore accounting)
         self.stats = {"restores": 0, "steps": 0, "bp_hits": 0, "watch_traps": 0}
-        # a CPU that counts instructions (and the faults that complete none) has an exact
+        # a CPU that counts instructions (and the deliveries that complete none) has an exact
         # clock: a position is a reading of it, reached by a run with an instruction limit
-        self.counting = hasattr(self.cpu, "faults") and hasattr(self.cpu, "hit_probes")
+        self.counting = hasattr(self.cpu, "deliveries") and hasattr(self.cpu, "hit_probes")
         self._clock0 = self._clock()  # the clock at the current exit
-        self.probe_hits: Any = None  # the CPU's hit probes while a reverse search runs
+        self.probe_hits: Any = None  # the CPU's hit probes while a search runs
+        self._pending_stop: Stop | None = None  # a probe's hit, for the run loop to end on
         self._take_base()
         self.take_checkpoint()
 
@@ -361,11 +362,11 @@ class ReplayEngine:
 
     # ------------------------------------------------------------------ the exact clock
     def _clock(self) -> int:
-        """Instructions + faults: moves by one per single step (0 on a CPU that counts
+        """Instructions + deliveries: moves by one per single step (0 on a CPU that counts
         nothing; positions are then counted by stepping)."""
         if not getattr(self, "counting", False):
             return 0
-        return self.cpu.instructions + self.cpu.faults
+        return self.cpu.instructions + self.cpu.deliveries
 
     def _steps_known(self) -> int | None:
         """Steps since the current exit if known without re-executing."""
@@ -387,6 +388,8 @@ class ReplayEngine:
                 self._interrupt.clear()
                 self.n = self._steps_known()
                 raise _Hit(Stop(StopKind.INTERRUPTED))
+            if self._pending_stop is not None:
+                raise _Hit(self._pending_stop)
             if until_exit is not None and self.machine.exit_index >= until_exit:
                 return
             if until_count is not None and self.cpu.instructions >= until_count:
@@ -549,22 +552,22 @@ class ReplayEngine:
     def goto(self, pos: Position) -> None:
         if self.counting:
             here = self.position()
-            # going back, the faults now bound those at the target from above
+            # going back, the deliveries now bound those at the target from above
             back = (pos.exit_index, pos.instructions) <= (here.exit_index, here.instructions)
-            self._goto_counted(pos, self.cpu.faults if back else None)
+            self._goto_counted(pos, self.cpu.deliveries if back else None)
             return
         self.goto_exit(pos.exit_index)
         for _ in range(pos.instructions):
             self.step()
 
     def _goto_counted(
-        self, pos: Position, faults_max: int | None, *, from_here: bool = False
+        self, pos: Position, deliveries_max: int | None, *, from_here: bool = False
     ) -> None:
         """Go to ``pos`` on a counting CPU: a run with an instruction limit.
 
-        The clock is instructions + faults, the limit counts instructions only. With an
-        upper bound on the faults at the target the run stops at or before it, and the
-        few faults left are single steps; without one it may pass the target, which then
+        The clock is instructions + deliveries, the limit counts instructions only. With an
+        upper bound on the deliveries at the target the run stops at or before it, and the
+        few deliveries left are single steps; without one it may pass the target, which then
         gives the bound for a second run.
         """
         k = pos.exit_index
@@ -577,14 +580,14 @@ class ReplayEngine:
         else:
             self.goto_exit(k)
         target = self._clock0 + pos.instructions
-        if faults_max is None:
+        if deliveries_max is None:
             self._run_counted(k, self.cpu.instructions + (target - self._clock()))
             if self._clock() <= target or self.machine.exit_index != k:
                 return self._step_to(k, target)
-            faults_max = self.cpu.faults
+            deliveries_max = self.cpu.deliveries
             self.goto_exit(k)
-        if target - faults_max > self.cpu.instructions:
-            self._run_counted(k, target - faults_max)
+        if target - deliveries_max > self.cpu.instructions:
+            self._run_counted(k, target - deliveries_max)
         self._step_to(k, target)
 
     def _run_counted(self, k: int, count: int | None) -> None:
@@ -605,7 +608,7 @@ class ReplayEngine:
     # ------------------------------------------------------------------ Target
     def resume(self, *, reverse: bool = False, step: bool = False) -> Stop:
         self._interrupt.clear()  # an interrupt only stops a resume already running
-        if reverse and self.counting:
+        if self.counting:
             self.slots.protect({})  # probes watch the bytes themselves, not their pages
         else:
             self._apply_watch_protection()
@@ -620,12 +623,58 @@ class ReplayEngine:
                     return Stop(StopKind.REPLAY_END)
                 return Stop(StopKind.STEP)
             rip = self.cpu.get_regs()["rip"]
+            if self.counting and len(self.watches):
+                return self._continue_counted(rip)
             self._run_free(skip_breakpoint_at=rip)
             return Stop(StopKind.REPLAY_END)
         except _Hit as hit:
             return hit.stop
         except TraceEnded:
             return Stop(StopKind.REPLAY_END)
+
+    def _continue_counted(self, rip: int) -> Stop:
+        """Forward to the next breakpoint or watched access, on a counting CPU.
+
+        Watches are probes: the first access notes its exact position and kicks the CPU
+        (which stops within a chunk); the engine then goes to just after that access
+        instruction, as a data watchpoint reports. Breakpoints stop exactly, by the
+        debug registers; whichever came first wins.
+        """
+        first: list[tuple[int, int, int, int, Stop]] = []
+
+        def on_hit(hit: Any) -> None:
+            if not first:
+                kind, address, _ = hit.probe
+                stop = Stop(StopKind.WATCHPOINT, address, WatchKind(kind))
+                first.append(
+                    (self.machine.exit_index, self._clock0, hit.instructions + hit.deliveries,
+                     hit.deliveries, stop)
+                )  # fmt: skip
+                self._pending_stop = stop
+                self.cpu.kick()
+
+        self.probe_hits = self.cpu.hit_probes(on_hit)
+        self.probe_hits.arm(self.watches.probes())
+        result: Stop = Stop(StopKind.REPLAY_END)
+        try:
+            self._run_free(skip_breakpoint_at=rip)
+        except _Hit as hit:
+            result = hit.stop
+        finally:
+            self.probe_hits.disarm()
+            self.probe_hits = None
+            self._pending_stop = None
+        if not first:
+            return result
+        k, clock0, clock, deliveries, stop = first[0]
+        here = (self.machine.exit_index, self._clock())
+        if result.kind is StopKind.BREAKPOINT and here <= (k, clock):
+            return result  # the breakpoint came first
+        if result.kind is StopKind.INTERRUPTED and here <= (k, clock):
+            return result
+        self._goto_counted(Position(k, clock - clock0), deliveries)
+        self.step()  # the access instruction itself: a watchpoint stops after it
+        return stop
 
     def _reverse_step(self) -> Stop:
         k = self.machine.exit_index
@@ -650,12 +699,12 @@ class ReplayEngine:
         """From exit ``k`` to the last point of the interval before it. An exit that
         completed its instruction (OUT, HLT) came one tick after that point; one that
         stopped before it (IN, MMIO read) or a forced exit came at the same reading."""
-        clock, faults = self._clock(), self.cpu.faults
+        clock, deliveries = self._clock(), self.cpu.deliveries
         self.goto_exit(k - 1)
         base = self._clock0
-        self._goto_counted(Position(k - 1, clock - base), faults)
+        self._goto_counted(Position(k - 1, clock - base), deliveries)
         if self.machine.exit_index != k - 1 or self._clock() != clock:
-            self._goto_counted(Position(k - 1, max(clock - 1 - base, 0)), faults)
+            self._goto_counted(Position(k - 1, max(clock - 1 - base, 0)), deliveries)
         return Stop(StopKind.STEP)
 
     def _reverse_continue(self) -> Stop:
@@ -683,18 +732,19 @@ class ReplayEngine:
         """
         probes = [("exec", a, 1) for a in sorted(self.breakpoints)]
         probes += self.watches.probes()
-        end_exit, end_clock, end_faults = self.machine.exit_index, self._clock(), self.cpu.faults
+        end_exit, end_clock = self.machine.exit_index, self._clock()
+        end_deliveries = self.cpu.deliveries
         end_n = end_clock - self._clock0
-        found: list[tuple[int, int, int, int, Stop]] = []  # exit, its clock, clock, faults
+        found: list[tuple[int, int, int, int, Stop]] = []  # exit, its clock, clock, deliveries
 
         def on_hit(hit: Any) -> None:
             kind, address, _ = hit.probe
-            clock = hit.instructions + hit.faults
+            clock = hit.instructions + hit.deliveries
             if kind == "exec":
                 stop = Stop(StopKind.BREAKPOINT, address, hardware=True)
             else:
                 stop = Stop(StopKind.WATCHPOINT, address, WatchKind(kind))
-            found.append((self.machine.exit_index, self._clock0, clock, hit.faults, stop))
+            found.append((self.machine.exit_index, self._clock0, clock, hit.deliveries, stop))
 
         starts = [i for i in self.checkpoints.order if i <= end_exit]
         if probes:
@@ -707,17 +757,17 @@ class ReplayEngine:
                 found.clear()
                 self.probe_hits.arm(probes)
                 try:
-                    self._goto_counted(Position(end_exit, end_n), end_faults, from_here=True)
+                    self._goto_counted(Position(end_exit, end_n), end_deliveries, from_here=True)
                 finally:
                     self.probe_hits.disarm()
                 hits = [h for h in found if (h[0], h[2]) < (end_exit, end_clock)]
                 if hits:
-                    k, clock0, clock, faults, stop = hits[-1]
-                    self._goto_counted(Position(k, clock - clock0), faults)
+                    k, clock0, clock, deliveries, stop = hits[-1]
+                    self._goto_counted(Position(k, clock - clock0), deliveries)
                     return stop
                 cpu = self.checkpoints[start].cpu
-                end_exit, end_n, end_faults = start, 0, int(cpu["faults"])
-                end_clock = int(cpu["instructions"]) + end_faults
+                end_exit, end_n, end_deliveries = start, 0, int(cpu["deliveries"])
+                end_clock = int(cpu["instructions"]) + end_deliveries
         finally:
             self.probe_hits = None
         self.goto(Position(0, 0))

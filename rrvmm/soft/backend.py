@@ -83,7 +83,7 @@ class SoftBackend(RunLoop):
         self.dirty = DirtyLog(self.memory, memory_size)
         self.slots = SoftSlots(e, self.phys, self.dirty)
         self.instructions = 0
-        self.faults = 0  # exceptions for instructions that did not complete (runner)
+        self.deliveries = 0  # interrupts, and exceptions of uncompleted instructions (runner)
         self.instruction_limit: int | None = None
         self.tsc_offset = 0
         self.exit = VcpuExit()
@@ -255,7 +255,7 @@ class SoftBackend(RunLoop):
         return {
             "env": ctypes.string_at(e.env, L.ENV_SIZE),
             "instructions": self.instructions,
-            "faults": self.faults,
+            "deliveries": self.deliveries,
             "tsc_offset": self.tsc_offset,
             "apic_base": self.regfile.apic_base,
             "pending_vector": self._pending_vector,
@@ -271,7 +271,7 @@ class SoftBackend(RunLoop):
         assert isinstance(env, bytes) and len(env) == L.ENV_SIZE
         ctypes.memmove(e.env, env, L.ENV_SIZE)
         self.instructions = int(state["instructions"])  # type: ignore[arg-type]
-        self.faults = int(state.get("faults", 0))  # type: ignore[arg-type]
+        self.deliveries = int(state.get("deliveries", 0))  # type: ignore[arg-type]
         self.tsc_offset = int(state["tsc_offset"])  # type: ignore[arg-type]
         self.regfile.apic_base = int(state["apic_base"])  # type: ignore[arg-type]
         self._pending_vector = state["pending_vector"]  # type: ignore[assignment]

@@ -1,7 +1,7 @@
 """Hit probes: breakpoints and watchpoints that note where they hit and let the guest run on.
 
 Going backwards, the debugger wants the *last* hit before a position. On the software CPU
-every point of the run has an exact position (``instructions`` + ``faults``), so a probe
+every point of the run has an exact position (``instructions`` + ``deliveries``), so a probe
 only has to note that position when unicorn calls it; nothing stops, and one forward
 pass over a span finds every hit in it at the speed of plain replay.
 
@@ -44,7 +44,7 @@ class ProbeHit:
 
     probe: Probe
     instructions: int
-    faults: int
+    deliveries: int
     rip: int
     access: int = 0  # the accessed address, for watchpoints
 
@@ -88,11 +88,11 @@ class HitProbes:
         e.flush_tb()
 
     def _position(self) -> tuple[int, int, int]:
-        """(instructions, faults, rip) of the instruction unicorn is running: its count
+        """(instructions, deliveries, rip) of the instruction unicorn is running: its count
         was taken as it started, so the instructions before it are one fewer."""
         cpu = self.cpu
         e = cpu.engine
-        return cpu.instructions + e.counter.value - 1, cpu.faults, e.rip.value
+        return cpu.instructions + e.counter.value - 1, cpu.deliveries, e.rip.value
 
     def _code(self, p: Probe) -> Callable[..., None]:
         def hit(_uc: int, address: int, _size: int, _ud: int) -> None:

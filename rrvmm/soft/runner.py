@@ -8,9 +8,11 @@ includes the instruction in progress: OUT, SYSCALL and traps completed it; a fau
 breakpoint, an IN or an MMIO access did not (yet). An instruction-fetch page fault is
 raised while translating, before any instruction of the block is counted.
 
-``faults`` counts the exceptions delivered for instructions that did not complete (so
-did not count): ``instructions + faults`` moves by exactly one per single step, a clock
-on which every point of the guest's run has its own position (the replay engine's).
+``deliveries`` counts what changes the guest's state without completing an instruction:
+an exception for an instruction that did not complete (so did not count) and an external
+interrupt delivered. ``instructions + deliveries`` moves by exactly one per single step (a
+step into an interrupt stops at its handler's first instruction), a clock on which every
+point of the guest's run has its own position (the replay engine's).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class RunLoop:
     exit: VcpuExit
     instructions: int
     instruction_limit: int | None
-    faults: int
+    deliveries: int
 
     def _can_take_interrupt(self) -> bool:
         e = self.engine
@@ -164,6 +166,7 @@ class RunLoop:
             return  # delivered at the first boundary where it can be
         self._pending_vector = None
         self.events.deliver(vector, external=True)
+        self.deliveries += 1
 
     def _start(self, budget: int) -> tuple[int, tuple | None]:
         e, h = self.engine, self.hooks
@@ -216,7 +219,7 @@ class RunLoop:
                 self.events.syscall(e.rip.value)
             except GuestFault as f:  # #UD: SYSCALL is disabled; it did not execute
                 self.instructions -= 1
-                self.faults += 1
+                self.deliveries += 1
                 e.rip.value = stop[2]
                 self.events.deliver(f.vector, f.error_code)
             return None
@@ -226,13 +229,13 @@ class RunLoop:
                 self.instructions += counter
             except GuestFault as f:
                 self.instructions += counter - 1
-                self.faults += 1
+                self.deliveries += 1
                 e.rip.value = stop[2]
                 self.events.deliver(f.vector, f.error_code)
             return None
         if kind == STOP_UD:
             self.instructions += counter - 1
-            self.faults += 1
+            self.deliveries += 1
             self.events.deliver(L.EXC_UD)
             return None
         if kind == STOP_BP:
@@ -266,10 +269,10 @@ class RunLoop:
             self.instructions += counter
         elif vector == L.EXC_PF and retaddr == 0:  # code fetch, before anything of it ran
             self.instructions += counter
-            self.faults += 1
+            self.deliveries += 1
         else:  # a fault: the instruction did not complete
             self.instructions += counter - 1
-            self.faults += 1
+            self.deliveries += 1
         has_code = vector in L.EXC_WITH_ERROR_CODE and not is_int
         self.events.deliver(vector, error_code if has_code else None, software=bool(is_int))
 
