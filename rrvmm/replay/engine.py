@@ -746,22 +746,20 @@ class ReplayEngine:
                 stop = Stop(StopKind.WATCHPOINT, address, WatchKind(kind))
             found.append((self.machine.exit_index, self._clock0, clock, hit.deliveries, stop))
 
-        starts = [i for i in self.checkpoints.order if i <= end_exit]
         if probes:
             self.probe_hits = self.cpu.hit_probes(on_hit)
+            self.probe_hits.arm(probes)  # hooks outlive restores: armed once for all spans
         try:
-            for start in reversed(starts):
-                if not probes:
-                    break
+            start = end_exit + 1
+            while probes and start > 0:
+                # found again each time: passes take checkpoints, and thinning drops some
+                start = self.checkpoints.last_at_or_before(min(start - 1, end_exit))
                 self._restore(self.checkpoints[start])
                 found.clear()
-                self.probe_hits.arm(probes)
-                try:
-                    self._goto_counted(Position(end_exit, end_n), end_deliveries, from_here=True)
-                finally:
-                    self.probe_hits.disarm()
+                self._goto_counted(Position(end_exit, end_n), end_deliveries, from_here=True)
                 hits = [h for h in found if (h[0], h[2]) < (end_exit, end_clock)]
                 if hits:
+                    self.probe_hits.disarm()
                     k, clock0, clock, deliveries, stop = hits[-1]
                     self._goto_counted(Position(k, clock - clock0), deliveries)
                     return stop
@@ -769,6 +767,8 @@ class ReplayEngine:
                 end_exit, end_n, end_deliveries = start, 0, int(cpu["deliveries"])
                 end_clock = int(cpu["instructions"]) + end_deliveries
         finally:
+            if self.probe_hits is not None:
+                self.probe_hits.disarm()
             self.probe_hits = None
         self.goto(Position(0, 0))
         return Stop(StopKind.REPLAY_BEGIN)
