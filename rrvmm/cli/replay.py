@@ -62,10 +62,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rep.add_argument(
         "--checkpoint-every",
         type=int,
-        default=1000,
+        default=None,
         metavar="N",
         help="with --gdb or --console: take a checkpoint every N exits while replaying"
-        " (default 1000)",
+        " (default: by replay work, every 0.25 s, denser near where you are)",
+    )
+    rep.add_argument(
+        "--checkpoint-memory",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="with --gdb or --console: the memory checkpoints may hold beyond the first"
+        " image, in MiB (default 512); the ones far from the position are thinned out first",
     )
     rep.add_argument(
         "--console",
@@ -94,12 +102,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if not _is_listen_address(args.gdb):  # `replay --gdb NAME`: NAME is the trace
             args.trace, args.gdb = args.gdb, LAUNCH_GDB
     args.trace = str(resolve(args.trace))
-
-    if args.checkpoint_every < 1:
-        raise RrvmmError(
-            f"--checkpoint-every {args.checkpoint_every}: must be 1 or more exits",
-            ExitStatus.USAGE,
-        )
+    for option, value in (
+        ("--checkpoint-every", args.checkpoint_every),
+        ("--checkpoint-memory", args.checkpoint_memory),
+    ):
+        if value is not None and value < 1:
+            raise RrvmmError(f"{option} must be at least 1 (got {value})", ExitStatus.USAGE)
     if args.irqchip is not None:
         with open_trace(args.trace) as reader:
             recorded = reader.header.get("machine", {}).get("irqchip", "user")
@@ -182,6 +190,7 @@ def _replay_engine(args: argparse.Namespace, reader: TraceReader) -> ReplayEngin
         kernel=args.kernel,
         initrd=args.initrd,
         checkpoint_every=args.checkpoint_every,
+        checkpoint_memory=None if args.checkpoint_memory is None else args.checkpoint_memory << 20,
         kvm_device=kvm_device_path(),
         backend=args.backend,
         disk=args.disk,

@@ -21,9 +21,10 @@ Each is asked for once, where its user is built, and kept in a typed field.
 from __future__ import annotations
 
 import mmap
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "BackendError",
@@ -231,9 +232,18 @@ class InstructionCounting(Protocol):
 
     instructions: int
     tsc_offset: int
+    # what changed the guest's state without completing an instruction (an exception of an
+    # instruction that did not complete, an interrupt delivered): instructions + deliveries
+    # gives every point of the run its own position (the reverse debugger's clock)
+    deliveries: int
 
     def set_instruction_limit(self, n: int | None) -> None:
         """Make ``run()`` return INTR when ``instructions`` reaches ``n`` (absolute; once)."""
+        ...
+
+    def hit_probes(self, on_hit: Callable[[Any], None]) -> Any:
+        """Breakpoints and watchpoints that report each hit's exact position to ``on_hit``
+        and let the guest run on (the reverse debugger's one-pass search)."""
         ...
 
 

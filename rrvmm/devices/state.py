@@ -11,6 +11,7 @@ replaying wrongly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any
 
@@ -91,6 +92,14 @@ def _expect(value: Any, kind: Any, hint: Any) -> None:
         raise TypeError(f"expected {hint!r}, got {type(value).__name__} {value!r}")
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A state class's field types: evaluating the annotations (strings, under
+    ``from __future__ import annotations``) is most of a restore's cost, and they do not
+    change (the replay debugger restores devices at every step back)."""
+    return typing.get_type_hints(cls)
+
+
 def _build_dataclass(cls: type, data: Any) -> Any:
     _expect(data, dict, cls)
     fields = dataclasses.fields(cls)
@@ -101,7 +110,7 @@ def _build_dataclass(cls: type, data: Any) -> Any:
         raise ValueError(
             f"{cls.__name__}: missing fields {sorted(missing)}, unknown fields {sorted(unknown)}"
         )
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     values = {f.name: from_plain(hints[f.name], data[f.name]) for f in fields}
     obj = cls(**{f.name: values[f.name] for f in fields if f.init})
     for f in fields:

@@ -436,6 +436,11 @@ class KvmBackend:
         return state
 
     def restore_state(self, state: dict[str, object]) -> None:
+        # KVM finishes a pending PIO/MMIO access on the next KVM_RUN, with what it saved
+        # at the exit (its emulator context, the RIP to skip to): finish it now, on the
+        # state it belongs to, or it lands on the restored registers (a checkpoint at an
+        # OUT ran the OUT again)
+        self.settle()
         v = self.vcpu
         self._read_buf = None
         self._pending_completion = False
@@ -458,6 +463,17 @@ class KvmBackend:
         self._debug_config = ((), False)
         self._synced = False
         self._run.request_interrupt_window = 0
+        # kvm_run's if_flag and ready_for_interrupt_injection (``interrupts_enabled``)
+        # still describe the state before the restore; a KVM_RUN refused by
+        # immediate_exit rewrites them from the restored one without running the guest
+        current, self.exit = self.exit, VcpuExit()
+        self._run.immediate_exit = 1
+        try:
+            self.run()
+        finally:
+            self._run.immediate_exit = 0
+            self.exit = current
+        self._synced = False
 
     def injection_pending(self) -> bool:
         """An injected interrupt is still queued: the last run never reached the guest."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import os
 import re
 import struct
@@ -578,6 +579,7 @@ class TraceReader:
         self.tail_bytes = 0
         self._chunks: list[ChunkInfo] = []
         self._schema = schema
+        self._first_chunk: tuple[int, list[tuple[int, Any]]] | None = None
         self._fd: int | None = open_input(self.path)  # a FIFO or /dev/zero: OSError
         try:
             self._size = os.fstat(self._fd).st_size
@@ -627,11 +629,19 @@ class TraceReader:
         """
         first = bisect.bisect_left(self._lasts, start_exit)
         for number in range(first, len(self._chunks)):
-            events = self._read_chunk(number)
             if number == first:
-                events = [item for item in events if item[0] >= start_exit]
-            yield from events
-            del events  # drop this chunk before decoding the next: one chunk in memory
+                # the debugger starts here again and again (going back): the last chunk
+                # it started in stays decoded
+                cached = self._first_chunk
+                if cached is None or cached[0] != number:
+                    cached = self._first_chunk = (number, self._read_chunk(number))
+                events = cached[1]
+                at = bisect.bisect_left(events, start_exit, key=_exit_of)
+                yield from itertools.islice(events, at, None)
+            else:
+                events = self._read_chunk(number)
+                yield from events
+            del events  # drop this chunk before decoding the next (the first one stays)
 
     def check_chunk(self, number: int) -> int:
         """Verify and decode chunk ``number`` (schema included); return its event count.
@@ -1036,6 +1046,10 @@ class TraceReader:
                 f"chunk payload does not decode: {why}", chunk=number, offset=offset
             ) from None
         return events
+
+
+def _exit_of(item: tuple[int, Any]) -> int:
+    return item[0]
 
 
 def open_trace(path: str | os.PathLike[str]) -> TraceReader:

@@ -11,14 +11,20 @@ device state, the trace cursor and the pages written since — and re-executes f
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
 from typing import Any
 
-from rrvmm.cpu.backend import ExitKind, RecordableCpu, VcpuExit
+from rrvmm.cpu.backend import ExitKind, InstructionCounting, RecordableCpu, VcpuExit
 from rrvmm.cpu.dirty import PAGE
 from rrvmm.cpu.mmu import PageFault, read_virtual, translate
 from rrvmm.machine.pc import MachineStop, RunResult
+from rrvmm.replay.checkpoints import (
+    Checkpoint,
+    CheckpointPolicy,
+    Checkpoints,
+    copy_pages,
+)
 from rrvmm.replay.container import TraceReader
 from rrvmm.replay.events import EventKind
 from rrvmm.replay.fingerprint import (
@@ -37,6 +43,7 @@ from rrvmm.replay.landing import (
 )
 from rrvmm.replay.replayer import TraceEnded
 from rrvmm.replay.rig import build_rig
+from rrvmm.replay.watchpoints import Watchpoints
 from rrvmm.target import (
     REGISTER_NAMES,
     Position,
@@ -55,32 +62,6 @@ _ZERO_PAGE = bytes(PAGE)
 _RFLAGS_DEBUG = (1 << 8) | (1 << 16)  # TF, RF: set by debugging, not by the guest
 
 
-@dataclass
-class Checkpoint:
-    exit_index: int
-    cpu: dict[str, Any]
-    machine: dict[str, Any]
-    cursor: dict[str, Any]
-    accumulators: dict[str, int]
-    landing_dirty: int
-    serial_len: int
-    pages: dict[int, bytes] = field(default_factory=dict)  # changed since the previous one
-
-    @property
-    def memory_bytes(self) -> int:
-        return len(self.pages) * PAGE
-
-
-@dataclass
-class _Watch:
-    address: int
-    length: int
-    kind: WatchKind
-
-    def overlaps(self, addr: int, size: int) -> bool:
-        return addr < self.address + self.length and self.address < addr + size
-
-
 class _Hit(Exception):
     """Internal: a breakpoint or watchpoint was hit while running."""
 
@@ -97,7 +78,8 @@ class ReplayEngine:
         *,
         kernel: str | None = None,
         initrd: str | None = None,
-        checkpoint_every: int = 1000,
+        checkpoint_every: int | None = None,
+        checkpoint_memory: int | None = None,
         kvm_device: str = "/dev/kvm",
         backend: str | None = None,
         disk: str | None = None,
@@ -116,19 +98,28 @@ class ReplayEngine:
         self.machine = self._rig.machine
         self.probe = self.replayer.probe
         self.slots = self.cpu.slots
-        self.every = checkpoint_every
+        policy = CheckpointPolicy(every_exits=checkpoint_every)
+        if checkpoint_memory is not None:
+            policy.memory = checkpoint_memory
         self.breakpoints: set[int] = set()
-        self.watches: list[_Watch] = []
+        self.watches = Watchpoints(self._physical)
         self.ended: RunResult | None = None  # the guest's own end, once replay reached it
         self.n: int | None = 0  # single steps since the current exit (None: not counted)
         self._prepared = False
         self._watch_hit: Stop | None = None
         self._interrupt = threading.Event()
-        self.checkpoints: dict[int, Checkpoint] = {}
-        self._order: list[int] = []  # checkpoint exit indices, ascending
-        self._base: dict[int, bytes] = {}  # non-zero pages at power-on
+        self.checkpoints = Checkpoints(policy)
+        self._work = 0.0  # seconds of replay work since the last checkpoint (or restore)
+        self._work_mark = time.perf_counter()
+        self._toward: int | None = None  # the exit a run is going to (denser checkpoints)
         self._mem_at = 0  # the checkpoint memory last equalled (restore accounting)
         self.stats = {"restores": 0, "steps": 0, "bp_hits": 0, "watch_traps": 0}
+        # a CPU that counts instructions (and the deliveries that complete none) has an exact
+        # clock: a position is a reading of it, reached by a run with an instruction limit
+        self.counting = hasattr(self.cpu, "deliveries") and hasattr(self.cpu, "hit_probes")
+        self._clock0 = self._clock()  # the clock at the current exit
+        self.probe_hits: Any = None  # the CPU's hit probes while a search runs
+        self._pending_stop: Stop | None = None  # a probe's hit, for the run loop to end on
         self._take_base()
         self.take_checkpoint()
 
@@ -138,7 +129,7 @@ class ReplayEngine:
         for page in range(self.cpu.memory_size // PAGE):
             chunk = mem[page * PAGE : (page + 1) * PAGE]
             if chunk != _ZERO_PAGE:
-                self._base[page] = chunk
+                self.checkpoints.base[page] = chunk
         for consumer in ("checkpoint", "restore"):
             self.slots.take_dirty(consumer)
 
@@ -149,11 +140,11 @@ class ReplayEngine:
             raise TargetError("checkpoints are taken at an exit, before the guest resumes")
         if k in self.checkpoints:
             return self.checkpoints[k]
-        prev = max((i for i in self._order if i < k), default=None)
+        prev = max((i for i in self.checkpoints.order if i < k), default=None)
         dirty = self.slots.take_dirty("checkpoint")
         if prev is not None and prev != self._ckpt_anchor:
             # memory is only known relative to the anchor; diff against it by content
-            dirty |= self._pages_between(self._ckpt_anchor, prev)
+            dirty |= self.checkpoints.pages_between(self._ckpt_anchor, prev)
         cp = Checkpoint(
             exit_index=k,
             cpu=self.cpu.save_state(),
@@ -164,38 +155,22 @@ class ReplayEngine:
             serial_len=len(self.serial.transcript),
         )
         if prev is not None:
-            mem = self.cpu.memory
-            for page in pages_of(dirty):
-                cp.pages[page] = mem[page * PAGE : (page + 1) * PAGE]
-        self.checkpoints[k] = cp
-        self._order = sorted(self.checkpoints)
+            cp.pages = copy_pages(self.cpu.memory, dirty)
+        self.checkpoints.add(cp)
         self._ckpt_anchor = k
+        self._work = 0.0
+        self.checkpoints.thin(k, {k, self._mem_at, 0})
         return cp
 
     _ckpt_anchor = 0
 
-    def _pages_between(self, a: int, b: int) -> int:
-        """Pages whose contents may differ between checkpoints at exits a and b."""
-        lo, hi = min(a, b), max(a, b)
-        bits = 0
-        for i in self._order:
-            if lo < i <= hi:
-                for page in self.checkpoints[i].pages:
-                    bits |= 1 << page
-        return bits
-
-    def _page_at(self, page: int, k: int) -> bytes:
-        for i in reversed(self._order):
-            if i <= k and page in self.checkpoints[i].pages:
-                return self.checkpoints[i].pages[page]
-        return self._base.get(page, _ZERO_PAGE)
-
     def _restore(self, cp: Checkpoint) -> None:
         self.stats["restores"] += 1
-        pages = self.slots.take_dirty("restore") | self._pages_between(self._mem_at, cp.exit_index)
+        store = self.checkpoints
+        pages = self.slots.take_dirty("restore") | store.pages_between(self._mem_at, cp.exit_index)
         mem = self.cpu.memory
         for page in pages_of(pages):
-            mem[page * PAGE : (page + 1) * PAGE] = self._page_at(page, cp.exit_index)
+            mem[page * PAGE : (page + 1) * PAGE] = store.page_at(page, cp.exit_index, _ZERO_PAGE)
         self.cpu.restore_state(cp.cpu)
         self.machine.restore(cp.machine)
         self.replayer.set_cursor(cp.cursor)
@@ -208,23 +183,34 @@ class ReplayEngine:
         self._ckpt_anchor = cp.exit_index
         self._prepared = False
         self.n = 0
+        self._clock0 = self._clock()
         self.ended = None
+        self._work = 0.0
 
     def _restore_before(self, k: int) -> None:
         """Restore the latest checkpoint at or before exit ``k``."""
-        best = max(i for i in self._order if i <= k)
-        self._restore(self.checkpoints[best])
+        self._restore(self.checkpoints[self.checkpoints.last_at_or_before(k)])
 
     # ------------------------------------------------------------------ moving forward
     def _after_exit(self) -> None:
         """Bookkeeping at each exit reached going forward."""
         k = self.machine.exit_index
         self.n = 0
+        self._clock0 = self._clock()
         self._prepared = False
-        if k in self.checkpoints:
+        now = time.perf_counter()
+        self._work += now - self._work_mark
+        self._work_mark = now
+        store = self.checkpoints
+        if k in store:
             self.slots.take_dirty("checkpoint")
             self._ckpt_anchor = k
-        elif self.every and k % self.every == 0:
+            self._work = 0.0
+        elif store.policy.due(k, self._work) or (
+            self._toward is not None
+            and k <= self._toward
+            and store.policy.due_near(k, self._ckpt_anchor, self._toward, self._work)
+        ):
             self.take_checkpoint()
 
     def _handle_exit(self, ex: VcpuExit) -> None:
@@ -287,15 +273,12 @@ class ReplayEngine:
         if ex.kind is ExitKind.MMIO_WRITE:
             self.cpu.write_memory(ex.addr, ex.data)
             self.slots.mark_dirty(ex.addr, ex.size)
-            kinds = (WatchKind.WRITE, WatchKind.ACCESS)
+            w = self.watches.hit(ex.addr, ex.size, "write")
         else:
             self.cpu.complete_read(self.cpu.read_memory(ex.addr, ex.size))
-            kinds = (WatchKind.READ, WatchKind.ACCESS)
-        for w in self.watches:
-            if w.kind in kinds and self._watch_hits(w, ex.addr, ex.size):
-                if self._watch_hit is None:
-                    self._watch_hit = Stop(StopKind.WATCHPOINT, w.address, w.kind)
-                break
+            w = self.watches.hit(ex.addr, ex.size, "read")
+        if w is not None and self._watch_hit is None:
+            self._watch_hit = Stop(StopKind.WATCHPOINT, w.address, w.kind)
         return True
 
     def _finish_access(self) -> None:
@@ -312,13 +295,9 @@ class ReplayEngine:
             if not self._mmio(ex):
                 raise TargetError(f"unexpected {ex.kind.name} exit finishing a watched access")
 
-    def _watch_hits(self, w: _Watch, gpa: int, size: int) -> bool:
-        pa = self._watch_phys(w)
-        return pa is not None and gpa < pa + w.length and pa < gpa + size
-
-    def _watch_phys(self, w: _Watch) -> int | None:
+    def _physical(self, va: int) -> int | None:
         try:
-            return self._translate(w.address)
+            return self._translate(va)
         except PageFault:
             return None
 
@@ -331,6 +310,11 @@ class ReplayEngine:
         if self._land_without_progress():
             return
         self._check_end()
+        if self.counting:
+            before = self._clock()
+            self.cpu.settle()  # a read waiting for its value completes: one step
+            if self._clock() != before:
+                return self._stepped()
         injected = self._prepare()
         landing = self.replayer.next_landing()
         if landing is not None and self.probe.matches(landing):
@@ -371,9 +355,30 @@ class ReplayEngine:
 
     def _stepped(self) -> Stop | None:
         self.stats["steps"] += 1
-        if self.n is not None:
+        if self.counting:
+            self.n = self._clock() - self._clock0
+        elif self.n is not None:
             self.n += 1
         return self._watch_hit
+
+    # ------------------------------------------------------------------ the exact clock
+    @property
+    def _counting(self) -> InstructionCounting:
+        """The CPU as it counts: only the software CPU's paths ask (exact positions)."""
+        if self.counter is None:
+            raise TargetError("exact positions need a CPU that counts instructions")
+        return self.counter
+
+    def _clock(self) -> int:
+        """Instructions + deliveries: moves by one per single step (0 on a CPU that counts
+        nothing; positions are then counted by stepping)."""
+        if not getattr(self, "counting", False):
+            return 0
+        return self._counting.instructions + self._counting.deliveries
+
+    def _steps_known(self) -> int | None:
+        """Steps since the current exit if known without re-executing."""
+        return self._clock() - self._clock0 if self.counting else None
 
     def _run_free(
         self,
@@ -382,14 +387,20 @@ class ReplayEngine:
         stop_at_breakpoints: bool = True,
         stop_on_watch: bool = True,
         skip_breakpoint_at: int | None = None,
+        until_count: int | None = None,
     ) -> None:
-        """Run forward; returns on reaching ``until_exit``; _Hit on a stop."""
+        """Run forward; returns on reaching ``until_exit`` or, on a CPU that counts, the
+        first point where ``instructions`` reaches ``until_count``; _Hit on a stop."""
         while True:
             if self._interrupt.is_set():
                 self._interrupt.clear()
-                self.n = None
+                self.n = self._steps_known()
                 raise _Hit(Stop(StopKind.INTERRUPTED))
+            if self._pending_stop is not None:
+                raise _Hit(self._pending_stop)
             if until_exit is not None and self.machine.exit_index >= until_exit:
+                return
+            if until_count is not None and self._counting.instructions >= until_count:
                 return
             if self._land_without_progress():
                 continue
@@ -425,15 +436,27 @@ class ReplayEngine:
                     self.cpu, HALTED_LANDING_POLL_NS if halted else STUCK_POLL_NS
                 )
             self.cpu.set_debug(sorted(set(arm)))
+            limit = landing.instructions if counted else None
+            if until_count is not None:
+                limit = until_count if limit is None else min(limit, until_count)
             try:
                 ex = (
-                    run_to_count(self.cpu, self.counter, landing.instructions)
-                    if counted and self.counter is not None
+                    run_to_count(self.cpu, self._counting, limit)
+                    if limit is not None
                     else self.cpu.run()
                 )
             finally:
                 self.cpu.set_debug([])
-            self.n = None
+            self.n = self._steps_known()
+            if self.probe_hits is not None and self.probe_hits.error is not None:
+                error, self.probe_hits.error = self.probe_hits.error, None
+                raise error
+            if (
+                until_count is not None
+                and ex.kind is ExitKind.INTR
+                and self._counting.instructions >= until_count
+            ):
+                return  # there: before a landing due at the same count
             if counted and ex.kind is ExitKind.INTR and self.probe.matches(landing):
                 self._take_landing(landing)
                 continue
@@ -496,6 +519,9 @@ class ReplayEngine:
         points of the same run only ever wrote a subset of it, so equal hashes over it
         mean equal state.
         """
+        if self.counting:
+            self.n = self._clock() - self._clock0
+            return self.n
         if self.n is not None:
             return self.n
         regs = self.cpu.get_regs()
@@ -524,23 +550,80 @@ class ReplayEngine:
         cur = self.machine.exit_index
         if not (cur < k or (cur == k and self.n == 0 and not self._prepared)):
             self._restore_before(k)
-        elif k - cur > self.every and any(cur < i <= k for i in self._order):
-            self._restore_before(k)
+        elif self.checkpoints.last_at_or_before(k) > cur:
+            self._restore_before(k)  # a checkpoint on the way: start there
+        self._toward = k
         try:
             self._run_free(until_exit=k, stop_at_breakpoints=False, stop_on_watch=False)
         except _Hit as hit:
             if hit.stop.kind is not StopKind.REPLAY_END:
                 raise
+        finally:
+            self._toward = None
 
     def goto(self, pos: Position) -> None:
+        if self.counting:
+            here = self.position()
+            # going back, the deliveries now bound those at the target from above
+            back = (pos.exit_index, pos.instructions) <= (here.exit_index, here.instructions)
+            self._goto_counted(pos, self._counting.deliveries if back else None)
+            return
         self.goto_exit(pos.exit_index)
         for _ in range(pos.instructions):
+            self.step()
+
+    def _goto_counted(
+        self, pos: Position, deliveries_max: int | None, *, from_here: bool = False
+    ) -> None:
+        """Go to ``pos`` on a counting CPU: a run with an instruction limit.
+
+        The clock is instructions + deliveries, the limit counts instructions only. With an
+        upper bound on the deliveries at the target the run stops at or before it, and the
+        few deliveries left are single steps; without one it may pass the target, which then
+        gives the bound for a second run.
+        """
+        k = pos.exit_index
+        if from_here:  # run on from where the CPU stands (a search pass over a span)
+            self._toward = k
+            try:
+                self._run_counted(k - 1, None)
+            finally:
+                self._toward = None
+        else:
+            self.goto_exit(k)
+        target = self._clock0 + pos.instructions
+        if deliveries_max is None:
+            self._run_counted(k, self._counting.instructions + (target - self._clock()))
+            if self._clock() <= target or self.machine.exit_index != k:
+                return self._step_to(k, target)
+            deliveries_max = self._counting.deliveries
+            self.goto_exit(k)
+        if target - deliveries_max > self._counting.instructions:
+            self._run_counted(k, target - deliveries_max)
+        self._step_to(k, target)
+
+    def _run_counted(self, k: int, count: int | None) -> None:
+        """Run to instruction ``count`` inside interval ``k`` (None: to its end)."""
+        try:
+            self._run_free(
+                until_exit=k + 1, until_count=count, stop_at_breakpoints=False,
+                stop_on_watch=False,
+            )  # fmt: skip
+        except _Hit as hit:
+            if hit.stop.kind is not StopKind.REPLAY_END:
+                raise
+
+    def _step_to(self, k: int, target: int) -> None:
+        while self.machine.exit_index == k and self._clock() < target and not self.at_end:
             self.step()
 
     # ------------------------------------------------------------------ Target
     def resume(self, *, reverse: bool = False, step: bool = False) -> Stop:
         self._interrupt.clear()  # an interrupt only stops a resume already running
-        self._apply_watch_protection()
+        if self.counting:
+            self.slots.protect({})  # probes watch the bytes themselves, not their pages
+        else:
+            self._apply_watch_protection()
         try:
             if reverse:
                 return self._reverse_step() if step else self._reverse_continue()
@@ -552,6 +635,8 @@ class ReplayEngine:
                     return Stop(StopKind.REPLAY_END)
                 return Stop(StopKind.STEP)
             rip = self.cpu.get_regs()["rip"]
+            if self.counting and len(self.watches):
+                return self._continue_counted(rip)
             self._run_free(skip_breakpoint_at=rip)
             return Stop(StopKind.REPLAY_END)
         except _Hit as hit:
@@ -559,9 +644,55 @@ class ReplayEngine:
         except TraceEnded:
             return Stop(StopKind.REPLAY_END)
 
+    def _continue_counted(self, rip: int) -> Stop:
+        """Forward to the next breakpoint or watched access, on a counting CPU.
+
+        Watches are probes: the first access notes its exact position and kicks the CPU
+        (which stops within a chunk); the engine then goes to just after that access
+        instruction, as a data watchpoint reports. Breakpoints stop exactly, by the
+        debug registers; whichever came first wins.
+        """
+        first: list[tuple[int, int, int, int, Stop]] = []
+
+        def on_hit(hit: Any) -> None:
+            if not first:
+                kind, address, _ = hit.probe
+                stop = Stop(StopKind.WATCHPOINT, address, WatchKind(kind))
+                first.append(
+                    (self.machine.exit_index, self._clock0, hit.instructions + hit.deliveries,
+                     hit.deliveries, stop)
+                )  # fmt: skip
+                self._pending_stop = stop
+                self.cpu.kick()
+
+        self.probe_hits = self._counting.hit_probes(on_hit)
+        self.probe_hits.arm(self.watches.probes())
+        result: Stop = Stop(StopKind.REPLAY_END)
+        try:
+            self._run_free(skip_breakpoint_at=rip)
+        except _Hit as hit:
+            result = hit.stop
+        finally:
+            self.probe_hits.disarm()
+            self.probe_hits = None
+            self._pending_stop = None
+        if not first:
+            return result
+        k, clock0, clock, deliveries, stop = first[0]
+        here = (self.machine.exit_index, self._clock())
+        if result.kind is StopKind.BREAKPOINT and here <= (k, clock):
+            return result  # the breakpoint came first
+        if result.kind is StopKind.INTERRUPTED and here <= (k, clock):
+            return result
+        self._goto_counted(Position(k, clock - clock0), deliveries)
+        self.step()  # the access instruction itself: a watchpoint stops after it
+        return stop
+
     def _reverse_step(self) -> Stop:
         k = self.machine.exit_index
         n = self._count_steps()
+        if self.counting and n == 0 and k > 0:
+            return self._reverse_step_across_exit(k)
         if n > 0:
             self.goto(Position(k, n - 1))
             return Stop(StopKind.STEP)
@@ -576,10 +707,24 @@ class ReplayEngine:
         self.goto(Position(k - 1, max(m - 1, 0)))
         return Stop(StopKind.STEP)
 
+    def _reverse_step_across_exit(self, k: int) -> Stop:
+        """From exit ``k`` to the last point of the interval before it. An exit that
+        completed its instruction (OUT, HLT) came one tick after that point; one that
+        stopped before it (IN, MMIO read) or a forced exit came at the same reading."""
+        clock, deliveries = self._clock(), self._counting.deliveries
+        self.goto_exit(k - 1)
+        base = self._clock0
+        self._goto_counted(Position(k - 1, clock - base), deliveries)
+        if self.machine.exit_index != k - 1 or self._clock() != clock:
+            self._goto_counted(Position(k - 1, max(clock - 1 - base, 0)), deliveries)
+        return Stop(StopKind.STEP)
+
     def _reverse_continue(self) -> Stop:
+        if self.counting:
+            return self._reverse_continue_counted()
         here = self.position()
         end = here
-        starts = [i for i in self._order if i <= here.exit_index]
+        starts = [i for i in self.checkpoints.order if i <= here.exit_index]
         for start in reversed(starts):
             hits = self._hits_between(Position(start, 0), end)
             if hits:
@@ -587,6 +732,56 @@ class ReplayEngine:
                 self.goto(pos)
                 return stop
             end = Position(start, 0)
+        self.goto(Position(0, 0))
+        return Stop(StopKind.REPLAY_BEGIN)
+
+    def _reverse_continue_counted(self) -> Stop:
+        """Back to the last breakpoint or watchpoint hit before here, on a counting CPU.
+
+        One forward pass per checkpoint span, newest first: restore the checkpoint, run
+        to the end of the span with the hits noted by probes (their exact positions, the
+        guest never stopping), and go to the last one; no hit, the span before.
+        """
+        probes = [("exec", a, 1) for a in sorted(self.breakpoints)]
+        probes += self.watches.probes()
+        end_exit, end_clock = self.machine.exit_index, self._clock()
+        end_deliveries = self._counting.deliveries
+        end_n = end_clock - self._clock0
+        found: list[tuple[int, int, int, int, Stop]] = []  # exit, its clock, clock, deliveries
+
+        def on_hit(hit: Any) -> None:
+            kind, address, _ = hit.probe
+            clock = hit.instructions + hit.deliveries
+            if kind == "exec":
+                stop = Stop(StopKind.BREAKPOINT, address, hardware=True)
+            else:
+                stop = Stop(StopKind.WATCHPOINT, address, WatchKind(kind))
+            found.append((self.machine.exit_index, self._clock0, clock, hit.deliveries, stop))
+
+        if probes:
+            self.probe_hits = self._counting.hit_probes(on_hit)
+            self.probe_hits.arm(probes)  # hooks outlive restores: armed once for all spans
+        try:
+            start = end_exit + 1
+            while probes and start > 0:
+                # found again each time: passes take checkpoints, and thinning drops some
+                start = self.checkpoints.last_at_or_before(min(start - 1, end_exit))
+                self._restore(self.checkpoints[start])
+                found.clear()
+                self._goto_counted(Position(end_exit, end_n), end_deliveries, from_here=True)
+                hits = [h for h in found if (h[0], h[2]) < (end_exit, end_clock)]
+                if hits:
+                    self.probe_hits.disarm()
+                    k, clock0, clock, deliveries, stop = hits[-1]
+                    self._goto_counted(Position(k, clock - clock0), deliveries)
+                    return stop
+                cpu = self.checkpoints[start].cpu
+                end_exit, end_n, end_deliveries = start, 0, int(cpu["deliveries"])
+                end_clock = int(cpu["instructions"]) + end_deliveries
+        finally:
+            if self.probe_hits is not None:
+                self.probe_hits.disarm()
+            self.probe_hits = None
         self.goto(Position(0, 0))
         return Stop(StopKind.REPLAY_BEGIN)
 
@@ -684,24 +879,13 @@ class ReplayEngine:
         self.breakpoints.discard(address)
 
     def add_watchpoint(self, address: int, length: int, kind: WatchKind) -> None:
-        self.watches.append(_Watch(address, length, kind))
+        self.watches.add(address, length, kind)
 
     def remove_watchpoint(self, address: int, length: int, kind: WatchKind) -> None:
-        self.watches = [
-            w for w in self.watches if (w.address, w.length, w.kind) != (address, length, kind)
-        ]
+        self.watches.remove(address, length, kind)
 
     def _apply_watch_protection(self) -> None:
-        pages: dict[int, str] = {}
-        for w in self.watches:
-            pa = self._watch_phys(w)
-            if pa is None:
-                continue
-            mode = "ro" if w.kind is WatchKind.WRITE else "none"
-            for page in range(pa // PAGE, (pa + w.length - 1) // PAGE + 1):
-                if pages.get(page) != "none":
-                    pages[page] = mode
-        self.slots.protect(pages)
+        self.slots.protect(self.watches.page_modes())
 
     # --- interrupts ---
     def _interrupt_handler(self, vector: int) -> int:

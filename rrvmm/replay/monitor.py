@@ -39,6 +39,15 @@ def _fmt_exit(e: RecordedExit) -> str:
     return f"{e.index:>8}  {e.kind:<10} addr={e.addr:#x} size={e.size} value={v} rip={e.rip:#x}"
 
 
+def _exits_text(order: list[int], near: list[int]) -> str:
+    """The checkpoints' exits, the last few before the position marked; long lists are
+    cut in the middle (they can hold thousands)."""
+    shown = [f"{k}*" if k in near else str(k) for k in order]
+    if len(shown) > 24:
+        shown = shown[:8] + [f"... ({len(shown) - 16} more)"] + shown[-8:]
+    return " ".join(shown)
+
+
 def run_monitor(engine: ReplayEngine, command: str) -> str:
     """The text a monitor command prints (ends with a newline, as gdb expects)."""
     text = _run(engine, command)
@@ -53,13 +62,17 @@ def _run(engine: ReplayEngine, command: str) -> str:
     try:
         if cmd == "info":
             pos = engine.position()
-            mem = sum(c.memory_bytes for c in engine.checkpoints.values())
+            store = engine.checkpoints
+            mem = sum(c.memory_bytes for c in store.values())
+            near = [k for k in store.order if k <= pos.exit_index][-4:]
             lines = [
                 f"position: exit {pos.exit_index} of {engine.total_exits},"
                 f" {pos.instructions} instructions since it",
-                f"checkpoints: {len(engine.checkpoints)} (every {engine.every} exits),"
+                f"checkpoints: {len(store)} ({store.policy.describe()}),"
                 f" {mem / 1024:.0f} KiB of pages beyond the base image"
-                f" ({len(engine._base) * 4} KiB)",
+                f" ({len(store.base) * 4} KiB)"
+                + (f", {store.dropped} thinned out" if store.dropped else ""),
+                "checkpoints at exits: " + _exits_text(store.order, near),
                 f"breakpoints: {', '.join(hex(b) for b in sorted(engine.breakpoints)) or _NONE}",
                 "watchpoints: "
                 + (", ".join(f"{w.kind.value} {w.address:#x}+{w.length}" for w in engine.watches)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+from collections.abc import Callable
 
 from rrvmm.cpu.backend import (
     BackendError,
@@ -48,6 +49,7 @@ from rrvmm.soft.engine import Engine
 from rrvmm.soft.events import Delivery
 from rrvmm.soft.hooks import Hooks
 from rrvmm.soft.mmu import HIGH_BASE, PhysMemory, Walker
+from rrvmm.soft.probes import HitProbes, ProbeHit
 from rrvmm.soft.runner import CHUNK, WINDOW_CHUNK, RunLoop
 from rrvmm.soft.slots import SoftSlots
 from rrvmm.soft.state import CpuState
@@ -86,6 +88,7 @@ class SoftBackend(RunLoop):
         self.regfile = CpuState(e)
         self.dirty = DirtyLog(self.memory, memory_size)
         self.instructions = 0
+        self.deliveries = 0  # interrupts, and exceptions of uncompleted instructions (runner)
         self.instruction_limit: int | None = None
         self.tsc_offset = 0
         self.exit = VcpuExit()
@@ -236,6 +239,11 @@ class SoftBackend(RunLoop):
         if not single_step:
             self._step_debug = False
 
+    def hit_probes(self, on_hit: Callable[[ProbeHit], None]) -> HitProbes:
+        """Breakpoints and watchpoints that note their hits' exact positions and let the
+        guest run on (``soft.probes``): the reverse debugger's one-pass search."""
+        return HitProbes(self, on_hit)
+
     def forge_exit(self, kind: ExitKind, rip: int) -> VcpuExit:
         """Report an exit that happened without guest progress (replay of a lost entry)."""
         ex = self.exit
@@ -261,6 +269,7 @@ class SoftBackend(RunLoop):
         return {
             "env": ctypes.string_at(e.env, L.ENV_SIZE),
             "instructions": self.instructions,
+            "deliveries": self.deliveries,
             "tsc_offset": self.tsc_offset,
             "apic_base": self.regfile.apic_base,
             "pending_vector": self._pending_vector,
@@ -276,6 +285,7 @@ class SoftBackend(RunLoop):
         assert isinstance(env, bytes) and len(env) == L.ENV_SIZE
         ctypes.memmove(e.env, env, L.ENV_SIZE)
         self.instructions = int(state["instructions"])  # type: ignore[arg-type]
+        self.deliveries = int(state.get("deliveries", 0))  # type: ignore[arg-type]
         self.tsc_offset = int(state["tsc_offset"])  # type: ignore[arg-type]
         self.regfile.apic_base = int(state["apic_base"])  # type: ignore[arg-type]
         self._pending_vector = state["pending_vector"]  # type: ignore[assignment]

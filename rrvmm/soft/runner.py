@@ -17,6 +17,12 @@ a block hook would count translation blocks (a native one costs ~1/15 of count m
 it is handed a block's address and byte size, not its instruction count, and a block that
 stops part-way (I/O, a fault) would need its executed prefix counted. Every position, the
 virtual TSC, the PIT and the replayer's landings are built on this exact count.
+
+``deliveries`` counts what changes the guest's state without completing an instruction:
+an exception for an instruction that did not complete (so did not count) and an external
+interrupt delivered. ``instructions + deliveries`` moves by exactly one per single step (a
+step into an interrupt stops at its handler's first instruction), a clock on which every
+point of the guest's run has its own position (the replay engine's).
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class RunLoop:
     exit: VcpuExit
     instructions: int
     instruction_limit: int | None
+    deliveries: int
 
     def _can_take_interrupt(self) -> bool:
         e = self.engine
@@ -169,6 +176,7 @@ class RunLoop:
             return  # delivered at the first boundary where it can be
         self._pending_vector = None
         self.events.deliver(vector, external=True)
+        self.deliveries += 1
 
     def _start(self, budget: int) -> tuple[int, tuple | None]:
         e, h = self.engine, self.hooks
@@ -221,6 +229,7 @@ class RunLoop:
                 self.events.syscall(e.rip.value)
             except GuestFault as f:  # #UD: SYSCALL is disabled; it did not execute
                 self.instructions -= 1
+                self.deliveries += 1
                 e.rip.value = stop[2]
                 self.events.deliver(f.vector, f.error_code)
             return None
@@ -230,11 +239,13 @@ class RunLoop:
                 self.instructions += counter
             except GuestFault as f:
                 self.instructions += counter - 1
+                self.deliveries += 1
                 e.rip.value = stop[2]
                 self.events.deliver(f.vector, f.error_code)
             return None
         if kind == STOP_UD:
             self.instructions += counter - 1
+            self.deliveries += 1
             self.events.deliver(L.EXC_UD)
             return None
         if kind == STOP_BP:
@@ -268,8 +279,10 @@ class RunLoop:
             self.instructions += counter
         elif vector == L.EXC_PF and retaddr == 0:  # code fetch, before anything of it ran
             self.instructions += counter
+            self.deliveries += 1
         else:  # a fault: the instruction did not complete
             self.instructions += counter - 1
+            self.deliveries += 1
         has_code = vector in L.EXC_WITH_ERROR_CODE and not is_int
         self.events.deliver(vector, error_code if has_code else None, software=bool(is_int))
 
