@@ -122,6 +122,8 @@ class ReplayEngine:
         self.ended: RunResult | None = None  # the guest's own end, once replay reached it
         self.n: int | None = 0  # single steps since the current exit (None: not counted)
         self._prepared = False
+        # the vector rrvmm's 8259 injected for the next entry, until an entry delivers it
+        self._entry_vector: int | None = None
         self._watch_hit: Stop | None = None
         self._interrupt = threading.Event()
         self.checkpoints: dict[int, Checkpoint] = {}
@@ -207,6 +209,7 @@ class ReplayEngine:
         self._mem_at = cp.exit_index
         self._ckpt_anchor = cp.exit_index
         self._prepared = False
+        self._entry_vector = None
         self.n = 0
         self.ended = None
 
@@ -221,6 +224,7 @@ class ReplayEngine:
         k = self.machine.exit_index
         self.n = 0
         self._prepared = False
+        self._entry_vector = None
         if k in self.checkpoints:
             self.slots.take_dirty("checkpoint")
             self._ckpt_anchor = k
@@ -235,7 +239,12 @@ class ReplayEngine:
         self._after_exit()
 
     def _prepare(self) -> bool:
-        """Between-exit work once per interval; True if an interrupt was injected."""
+        """Between-exit work once per interval; True if an interrupt was injected.
+
+        The injected vector is kept (``_entry_vector``) until an entry delivers it: a
+        ``step`` after a ``_run_free`` that prepared the interval (a resume from a stop
+        right after an exit) must still stop at the handler, not single-step past it.
+        """
         if self._prepared:
             return False
         before = self.machine.stats["injected"]
@@ -243,7 +252,9 @@ class ReplayEngine:
         # interrupt windows are not asked for in replay: where they open is not reproducible
         self.cpu.request_interrupt_window(False)
         self._prepared = True
-        return self.machine.stats["injected"] != before
+        injected = self.machine.stats["injected"] != before
+        self._entry_vector = self.machine.last_vector if injected else None
+        return injected
 
     @property
     def at_end(self) -> bool:
@@ -331,12 +342,12 @@ class ReplayEngine:
         if self._land_without_progress():
             return
         self._check_end()
-        injected = self._prepare()
+        self._prepare()
         landing = self.replayer.next_landing()
         if landing is not None and self.probe.matches(landing):
             self._take_landing(landing)
             return None
-        vector = self.machine.last_vector if injected else None
+        vector, self._entry_vector = self._entry_vector, None  # this step's entry takes it
         if (lines := self.machine.kernel_lines) is not None:
             vector = lines.deliverable_vector()  # KVM's 8259 delivers at the next entry
             if vector is None and lines.chip.halted():
@@ -425,6 +436,7 @@ class ReplayEngine:
                     self.cpu, HALTED_LANDING_POLL_NS if halted else STUCK_POLL_NS
                 )
             self.cpu.set_debug(sorted(set(arm)))
+            self._entry_vector = None  # this entry delivers it
             try:
                 ex = (
                     run_to_count(self.cpu, self.counter, landing.instructions)
