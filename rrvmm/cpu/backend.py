@@ -215,7 +215,12 @@ class RecordableCpu(CpuBackend, Protocol):
         ...
 
     def forge_exit(self, kind: ExitKind, rip: int) -> VcpuExit:
-        """Report an exit that happened without guest progress (replay of a lost entry)."""
+        """Report an exit that happened without guest progress (replay of a lost entry).
+
+        A pending access is finished, and ``interrupts_enabled`` afterwards says what the
+        CPU says at this point (not a fixed answer): the recorded kick may have found an
+        injected interrupt still queued, or a guest ready to take the next one.
+        """
         ...
 
     def set_debug(self, breakpoints: list[int], single_step: bool = False) -> None:

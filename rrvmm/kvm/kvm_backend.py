@@ -2,10 +2,11 @@
 
 Registers come from ``KVM_CAP_SYNC_REGS`` (kvm_run carries them at every exit), which saves a
 ~5 us ioctl per exit on the hot path. A kick is a signal to the vCPU thread
-(``immediate_exit`` set from another thread does not stop a running vCPU here). The kick
-deliberately does not set ``immediate_exit``: a KVM_RUN refused that way would not even
-complete a pending IN, and the recorder could not tell it from a real forced exit. A
-signal that arrives while the thread is in Python is simply lost; the kicker repeats it.
+(``immediate_exit`` set from another thread does not stop a running vCPU here). A signal
+that arrives while the thread is in Python is simply lost; the kicker repeats it. One that
+arrives as KVM_RUN starts ends it before the guest's first instruction (after KVM finished
+the previous exit's IN): a forced exit without guest progress, which replay reports
+without running (``forge_exit``), as it does the refused KVM_RUN of ``immediate_exit``.
 """
 
 from __future__ import annotations
@@ -367,6 +368,12 @@ class KvmBackend:
     def request_interrupt_window(self, on: bool) -> None:
         self._run.request_interrupt_window = 1 if on else 0
 
+    def refuse_next_entry(self) -> None:
+        """Make the next ``run`` come back without running a guest instruction (an INTR
+        exit, after KVM finished a pending access): what a kick that arrives between an
+        exit and the next entry does. Tests place such a kick exactly with it."""
+        self._run.immediate_exit = 1
+
     def kick(self) -> None:
         if self._thread_id is not None:
             try:
@@ -394,16 +401,8 @@ class KvmBackend:
         """
         if not self._pending_completion:
             return None
-        # the exit being handled must survive: settling happens while the machine may
-        # still be dispatching it
-        current, self.exit = self.exit, VcpuExit()
-        self._run.immediate_exit = 1
-        try:
-            ex = self.run()
-        finally:
-            self._run.immediate_exit = 0
-            self.exit = current
-        self._synced = False
+        current = self.exit  # the exit the machine may still be dispatching
+        ex = self._refused_run()
         if ex.kind is ExitKind.INTR:
             return None
         current.kind, current.addr, current.size = ex.kind, ex.addr, ex.size
@@ -414,6 +413,22 @@ class KvmBackend:
             ex.detail,
         )
         return current
+
+    def _refused_run(self) -> VcpuExit:
+        """A KVM_RUN that ``immediate_exit`` refuses: no guest instruction runs, but KVM
+        finishes a pending IN/MMIO access and reports the interrupt state
+        (``interrupts_enabled``) of the point the guest stands at. Returns what that run
+        reported (an INTR, or an access that finishing the instruction needed); the exit
+        being handled (``self.exit``) is left as it was."""
+        current, self.exit = self.exit, VcpuExit()
+        self._run.immediate_exit = 1
+        try:
+            ex = self.run()
+        finally:
+            self._run.immediate_exit = 0
+            self.exit = current
+        self._synced = False
+        return ex
 
     def save_state(self) -> dict[str, object]:
         """Everything KVM holds for the vCPU, as bytes blobs (checkpoints copy this)."""
@@ -508,10 +523,20 @@ class KvmBackend:
         self.vcpu.set_guest_debug(control, regs)
 
     def forge_exit(self, kind: ExitKind, rip: int) -> VcpuExit:
-        """Report an exit that happened without guest progress (replay of a lost entry)."""
+        """Report an exit that happened without guest progress (replay of a lost entry).
+
+        What the exit says about interrupts (``interrupts_enabled``) is asked of KVM, from
+        a refused KVM_RUN at the point the guest stands at, as the recorded kick's
+        KVM_EXIT_INTR was: no guess fits every forced exit without progress. A kick that
+        cut short the entry carrying an injected interrupt leaves it queued (not ready
+        for another); a kick that landed right after an I/O exit, before the guest's next
+        instruction, found it ready if RFLAGS.IF was set (and the recording injected
+        there).
+        """
+        self._refused_run()
         ex = self.exit
         ex.kind, ex.rip, ex.addr, ex.size, ex.count, ex.data = kind, rip, 0, 0, 1, b""
-        self._run.ready_for_interrupt_injection = 0
+        ex.detail = ""
         return ex
 
     def mp_state(self) -> int:

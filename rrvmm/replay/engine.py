@@ -106,6 +106,8 @@ class ReplayEngine:
         self.ended: RunResult | None = None  # the guest's own end, once replay reached it
         self.n: int | None = 0  # single steps since the current exit (None: not counted)
         self._prepared = False
+        # the vector rrvmm's 8259 injected for the next entry, until an entry delivers it
+        self._entry_vector: int | None = None
         self._watch_hit: Stop | None = None
         self._interrupt = threading.Event()
         self.checkpoints = Checkpoints(policy)
@@ -182,6 +184,7 @@ class ReplayEngine:
         self._mem_at = cp.exit_index
         self._ckpt_anchor = cp.exit_index
         self._prepared = False
+        self._entry_vector = None
         self.n = 0
         self._clock0 = self._clock()
         self.ended = None
@@ -198,6 +201,7 @@ class ReplayEngine:
         self.n = 0
         self._clock0 = self._clock()
         self._prepared = False
+        self._entry_vector = None
         now = time.perf_counter()
         self._work += now - self._work_mark
         self._work_mark = now
@@ -221,7 +225,12 @@ class ReplayEngine:
         self._after_exit()
 
     def _prepare(self) -> bool:
-        """Between-exit work once per interval; True if an interrupt was injected."""
+        """Between-exit work once per interval; True if an interrupt was injected.
+
+        The injected vector is kept (``_entry_vector``) until an entry delivers it: a
+        ``step`` after a ``_run_free`` that prepared the interval (a resume from a stop
+        right after an exit) must still stop at the handler, not single-step past it.
+        """
         if self._prepared:
             return False
         before = self.machine.stats["injected"]
@@ -229,7 +238,9 @@ class ReplayEngine:
         # interrupt windows are not asked for in replay: where they open is not reproducible
         self.cpu.request_interrupt_window(False)
         self._prepared = True
-        return self.machine.stats["injected"] != before
+        injected = self.machine.stats["injected"] != before
+        self._entry_vector = self.machine.last_vector if injected else None
+        return injected
 
     @property
     def at_end(self) -> bool:
@@ -315,12 +326,12 @@ class ReplayEngine:
             self.cpu.settle()  # a read waiting for its value completes: one step
             if self._clock() != before:
                 return self._stepped()
-        injected = self._prepare()
+        self._prepare()
         landing = self.replayer.next_landing()
         if landing is not None and self.probe.matches(landing):
             self._take_landing(landing)
             return None
-        vector = self.machine.last_vector if injected else None
+        vector, self._entry_vector = self._entry_vector, None  # this step's entry takes it
         if (lines := self.machine.kernel_lines) is not None:
             vector = lines.deliverable_vector()  # KVM's 8259 delivers at the next entry
             if vector is None and lines.chip.halted():
@@ -439,6 +450,7 @@ class ReplayEngine:
             limit = landing.instructions if counted else None
             if until_count is not None:
                 limit = until_count if limit is None else min(limit, until_count)
+            self._entry_vector = None  # this entry delivers it
             try:
                 ex = (
                     run_to_count(self.cpu, self._counting, limit)

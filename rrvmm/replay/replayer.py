@@ -411,6 +411,7 @@ class Replayer(Seam):
         if target.halted and chip is not None:
             return self._land_halted(cpu, chip, target)
         if probe.matches(target):  # the kick came before the guest ran an instruction
+            self.stats.forged += 1
             return forge_landing(cpu, probe, target)
         at_hlt: bool | None = None
         cpu.set_debug([rip])

@@ -99,7 +99,6 @@ class SoftBackend(RunLoop):
         self._kicked = False
         self._event_since_count = False  # an exception was delivered since the last count
         self._window = False
-        self._forged = False
         self._pending_vector: int | None = None
         self._pending_in: tuple | None = None  # an IN exit waiting for complete_read
         self._in_data: bytes | None = None
@@ -206,8 +205,7 @@ class SoftBackend(RunLoop):
     def interrupts_enabled(self) -> bool:
         e = self.engine
         return (
-            not self._forged
-            and self._pending_vector is None
+            self._pending_vector is None
             and bool(e.eflags.value & L.IF_MASK)
             and not e.hflags.value & _HF_IRQ_BLOCK
         )
@@ -245,11 +243,16 @@ class SoftBackend(RunLoop):
         return HitProbes(self, on_hit)
 
     def forge_exit(self, kind: ExitKind, rip: int) -> VcpuExit:
-        """Report an exit that happened without guest progress (replay of a lost entry)."""
+        """Report an exit that happened without guest progress (replay of a lost entry).
+
+        Its interrupt state is the CPU's own at this point, as KVM reports it for the
+        recorded kick: an interrupt injected before and still pending blocks another
+        (``interrupts_enabled``), a guest kicked right after an I/O exit may take one.
+        """
+        self.settle()  # the access a kick right after an I/O exit found finished
         ex = self.exit
         ex.kind, ex.rip, ex.addr, ex.size, ex.count, ex.data = kind, rip, 0, 0, 1, b""
         ex.detail = ""
-        self._forged = True
         return ex
 
     # --- dirty pages ---
@@ -294,7 +297,7 @@ class SoftBackend(RunLoop):
         self._pending_in = self._in_data = self._mmio_read = None
         self.hooks.mmio_answers.clear()
         self.hooks.swallow.clear()
-        self._kicked = self._forged = self._step_debug = False
+        self._kicked = self._step_debug = False
         self.instruction_limit = None
         e.flush_tlb()
         e.flush_tb()

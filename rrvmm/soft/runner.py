@@ -93,7 +93,6 @@ class RunLoop:
             self._shutdown = True
 
     def run(self) -> VcpuExit:
-        self._forged = False
         try:
             return self._run()
         except TripleFault:
