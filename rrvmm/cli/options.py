@@ -65,6 +65,13 @@ def add_machine_args(p: argparse.ArgumentParser) -> None:
         help="interrupt controller on KVM: user = rrvmm's 8259, kernel = KVM's (fewer exits);"
         " default: the faster one, see README",
     )
+    p.add_argument(
+        "--apic",
+        choices=("on", "off"),
+        default="off",
+        help="the modern PC: a local APIC and an I/O APIC (MADT in the ACPI tables) beside"
+        " the 8259; off (default) = the 8259 only. Needs --irqchip user on KVM",
+    )
     p.add_argument("--disk", metavar="IMAGE", help="a virtio-blk disk image")
     p.add_argument(
         "--disk-write",

@@ -70,6 +70,7 @@ def _machine_setup(args: argparse.Namespace):  # noqa: ANN202
         disk_write=args.disk_write,
         net=args.net,
         vconsole=args.vconsole,
+        apic=args.apic == "on",
     )
     backend = args.backend
     if args.irqchip != "kernel":  # --irqchip kernel asks for KVM itself

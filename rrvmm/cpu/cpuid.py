@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["CpuidRow", "filter_cpuid", "lookup", "CPUID_FEATURES_HIDDEN"]
+__all__ = ["CpuidRow", "filter_cpuid", "lookup", "with_apic", "CPUID_FEATURES_HIDDEN"]
 
 CpuidRow = tuple[int, int, int, int, int, int, int]  # function, index, flags, eax, ebx, ecx, edx
 
@@ -60,6 +60,23 @@ def filter_cpuid(rows: Iterable[CpuidRow], *, hide_xsave: bool = False) -> list[
         if fn in (0xB, 0x1F):
             regs[6] = 0  # x2APIC ID: the host CPU this thread happened to run on
         out.append(tuple(regs))  # type: ignore[arg-type]
+    return out
+
+
+def with_apic(rows: Iterable[CpuidRow]) -> list[CpuidRow]:
+    """The table for a machine with a local APIC (``--apic on``): leaf 1 EDX bit 9 set.
+
+    x2APIC and the TSC-deadline timer stay hidden: both are MSRs, and neither backend
+    hands rrvmm a guest's RDMSR/WRMSR of them (unicorn 2.1 has no MSR hook), so the
+    device model could not answer them on both backends alike.
+    """
+    out: list[CpuidRow] = []
+    for row in rows:
+        if row[0] == 1 and row[1] == 0:
+            regs = list(row)
+            regs[6] |= 1 << 9
+            row = tuple(regs)  # type: ignore[assignment]
+        out.append(row)
     return out
 
 

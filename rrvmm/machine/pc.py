@@ -19,6 +19,8 @@ from rrvmm.devices.acpi_pm import S5_SLP_TYP, AcpiPm
 from rrvmm.devices.bus import Bus, IrqLine
 from rrvmm.devices.debug_exit import DebugExit
 from rrvmm.devices.i8042 import I8042
+from rrvmm.devices.ioapic import IOAPIC_DEFAULT_BASE, IOAPIC_MMIO_SIZE, IoApic
+from rrvmm.devices.lapic import APIC_DEFAULT_BASE, APIC_PAGE_SIZE, LocalApic
 from rrvmm.devices.misc import PciConfigAbsent, PostPort
 from rrvmm.devices.pic import Pic8259Pair
 from rrvmm.devices.pit import Pit8254
@@ -26,11 +28,11 @@ from rrvmm.devices.rtc import CmosRtc
 from rrvmm.devices.uart import Uart16550
 from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.host.terminal import SerialHost
-from rrvmm.machine.acpi import AcpiMachine, build_acpi
+from rrvmm.machine.acpi import AcpiMachine, ApicDescription, build_acpi
 from rrvmm.machine.boot.kernel import load_kernel
 from rrvmm.machine.boot.linux import BOOT_PARAMS_ADDR, is_bzimage, long_mode_sregs
 from rrvmm.machine.boot.multiboot import BootImage, protected_mode_sregs
-from rrvmm.machine.interrupts import InterruptRouting, KernelLines, UserPic
+from rrvmm.machine.interrupts import ApicLines, InterruptRouting, KernelLines, UserPic
 from rrvmm.machine.virtio import VirtioHosts, VirtioSet
 from rrvmm.seam import Seam
 
@@ -60,6 +62,8 @@ class MachineConfig:
     disk_write: bool = False  # write the image itself (else a copy-on-write overlay)
     net: str | None = None  # virtio-net host end, udp:HOST:PORT
     vconsole: str | None = None  # virtio-console host end, udp:HOST:PORT
+    # the modern PC: local APIC, I/O APIC and the MADT (docs/apic.md); off = PIC only
+    apic: bool = False
 
 
 @dataclass
@@ -116,7 +120,18 @@ class Machine:
         chip = cpu.kernel_irqchip()
         # the backend's own controller's lines (the debugger asks them too), or None
         self.kernel_lines = None if chip is None else KernelLines(chip, seam)
-        self.interrupts: InterruptRouting = self.kernel_lines or UserPic(cpu, self.pic, seam)
+        self.lapic: LocalApic | None = None
+        self.ioapic: IoApic | None = None
+        self.interrupts: InterruptRouting
+        if config.apic:
+            if chip is not None:
+                raise RrvmmError(
+                    "--apic on needs --irqchip user (KVM's own APIC is not recordable here)",
+                    ExitStatus.USAGE,
+                )
+            self.interrupts = self._apic_lines(_SeamClock())
+        else:
+            self.interrupts = self.kernel_lines or UserPic(cpu, self.pic, seam)
         irq = self.interrupts.set_line
         self.pit = Pit8254(_SeamClock(), IrqLine(PIT_IRQ, irq))
         self.uart = Uart16550(IrqLine(COM1_IRQ, irq), self._serial_tx)
@@ -143,6 +158,35 @@ class Machine:
             cpu, self.mmio, irq, hosts or VirtioHosts(),
             lambda n: self.seam.entropy(self.exit_index, n),
         )  # fmt: skip
+
+    def _apic_lines(self, clock: Any) -> ApicLines:
+        """The local APIC and I/O APIC on the MMIO bus, the 8259 behind LINT0.
+
+        The APIC page stays at its reset base: neither backend lets rrvmm see a guest's
+        IA32_APIC_BASE write (docs/apic.md), so a relocation is not followed.
+        """
+        holder: list[ApicLines] = []
+        self.ioapic = IoApic(lambda msg: holder[0].route(msg))
+        self.lapic = LocalApic(
+            clock,
+            extint=self.pic,
+            eoi_broadcast=self.ioapic.eoi,
+            x2apic=False,  # x2APIC and TSC-deadline are MSRs neither backend hands rrvmm
+            tsc_deadline=False,
+        )
+        lines = ApicLines(self.cpu, self.pic, self.lapic, self.ioapic, self.seam)
+        holder.append(lines)
+        self.mmio.insert(self.lapic, APIC_DEFAULT_BASE, APIC_PAGE_SIZE)
+        self.mmio.insert(self.ioapic, IOAPIC_DEFAULT_BASE, IOAPIC_MMIO_SIZE)
+        return lines
+
+    def next_deadline_ns(self) -> int | None:
+        """The earliest guest-time deadline of the timers (the PIT's, the LAPIC timer's)."""
+        pit = self.pit.next_deadline_ns()
+        lapic = None if self.lapic is None else self.lapic.next_deadline_ns()
+        if lapic is None:
+            return pit
+        return lapic if pit is None else min(pit, lapic)
 
     # --- device callbacks ---
     def _serial_tx(self, data: bytes) -> None:
@@ -174,7 +218,8 @@ class Machine:
                 self.virtio.acpi_slots(),
                 pm1a_evt_port=ACPI_PM_PORT,
                 pm1a_cnt_port=ACPI_PM_PORT + 4,
-            )
+            ),
+            apic=ApicDescription() if self.lapic is not None else None,
         )
         blobs = [*blobs, *acpi.blobs]
         if linux:  # boot_params.acpi_rsdp_addr: no scan needed
@@ -218,7 +263,7 @@ class Machine:
     def prepare_entry(self) -> None:
         """Between exits: timers, serial input, interrupt delivery; then tell the seam."""
         self._between_exits()
-        self.seam.entering_guest(self.pit.next_deadline_ns(), self.interrupts.poll_ns())
+        self.seam.entering_guest(self.next_deadline_ns(), self.interrupts.poll_ns())
 
     def handle_exit(self, ex: VcpuExit) -> None:
         """Count, report and dispatch one exit; MachineStop when the guest ended."""
@@ -328,7 +373,7 @@ class Machine:
         """Advance timers, take serial input, and deliver a pending interrupt."""
         if self.seam.stop_requested():
             raise MachineStop(RunResult(ExitStatus.INTERRUPTED, "stopped by the user (Ctrl-A x)"))
-        self._take_inputs(self.pit.next_deadline_ns())
+        self._take_inputs(self.next_deadline_ns())
         self._deliver_interrupt()
 
     def _take_inputs(self, deadline: int | None) -> None:
@@ -336,6 +381,8 @@ class Machine:
         now = self.seam.timer_due(self.exit_index, deadline)
         if now is not None:
             self.pit.update(now)
+            if self.lapic is not None:
+                self.lapic.advance(now)
         room = self.uart.rx_room()
         if room:
             data = self.seam.serial_input(self.exit_index, room)
@@ -353,9 +400,9 @@ class Machine:
         self._halted_with_interrupts_disabled(ex)
         # what the host already sent may be what wakes it: take it first (as a HLT exit
         # with rrvmm's PIC does), then it is stuck only if no interrupt waits
-        self._take_inputs(self.pit.next_deadline_ns())
+        self._take_inputs(self.next_deadline_ns())
         if (
-            self.pit.next_deadline_ns() is None
+            self.next_deadline_ns() is None
             and not self.seam.input_possible()
             and not self.interrupts.pending()
         ):
@@ -371,7 +418,7 @@ class Machine:
         """HLT: wait (in the seam) until a timer or input can wake the guest."""
         self._halted_with_interrupts_disabled(ex)
         while True:
-            deadline = self.pit.next_deadline_ns()
+            deadline = self.next_deadline_ns()
             self._take_inputs(deadline)
             if self.interrupts.pending() or self.seam.stop_requested():
                 return
