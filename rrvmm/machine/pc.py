@@ -233,7 +233,7 @@ class Machine:
         if img.mode == "long64":
             self.cpu.set_sregs(long_mode_sregs(img.page_table))
         else:
-            self.cpu.set_sregs(protected_mode_sregs())
+            self.cpu.set_sregs(protected_mode_sregs(img.gdt_base))
         # every register defined: a fresh KVM vCPU holds the reset signature in RDX, the
         # software CPU zero, and a trace must start from the same state on both
         self.cpu.set_regs({**dict.fromkeys(GPR_NAMES, 0), "rflags": 0x2, **img.regs})
