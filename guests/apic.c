@@ -16,6 +16,8 @@
  *      triggered.  The handler leaves the source asserted on its first entry
  *      and EOIs: the I/O APIC must send it again (remote IRR, EOI broadcast);
  *      the second entry acknowledges the UART (reads IIR) and then EOIs.
+ *   0. fw_cfg (QEMU's, ports 0x510/0x511): signature "QEMU", one CPU, the
+ *      RAM size agrees with the multiboot memory information.
  *   7. Priority and EOI order: inside a class-1 handler, a self IPI of class
  *      1 waits for the EOI, one of class 2 nests at once; TPR holds back a
  *      vector of its class until lowered; a masked I/O APIC pin is not sent.
@@ -201,6 +203,25 @@ static void on_uart(struct isr_frame *f)
 	lapic_write(APIC_EOI, 0);
 }
 
+static uint64_t fw_cfg_read(uint16_t key, unsigned n)
+{
+	uint64_t v = 0;
+	outw(0x510, key);
+	for (unsigned i = 0; i < n; i++)
+		v |= (uint64_t)inb(0x511) << (8 * i);
+	return v;
+}
+
+static void test_fw_cfg(void)
+{
+	check(fw_cfg_read(0, 4) == 0x554d4551, "fw_cfg signature QEMU");
+	check(fw_cfg_read(5, 2) == 1, "fw_cfg: one CPU");
+	uint64_t ram = fw_cfg_read(3, 8);
+	uint64_t mb = ((uint64_t)boot.mem_upper + 1024) * 1024; /* QEMU keeps a bit back */
+	check(ram > 0xc0000000ull || (ram >= mb && ram - mb < (1u << 20)),
+	      "fw_cfg RAM size matches the multiboot memory information");
+}
+
 static void map_apic_pages(void)
 {
 	/* 3-4 GiB: the two APIC pages, 2 MiB pages, uncached. */
@@ -344,6 +365,7 @@ int kmain(uint32_t magic, uint32_t mbinfo_phys)
 		printf("apic FAIL: CPUID says there is no local APIC\n");
 		return 1;
 	}
+	test_fw_cfg();
 	map_apic_pages();
 	isr_set_handler(V_TIMER, on_timer);
 	isr_set_handler(V_LOW, on_low);

@@ -91,6 +91,7 @@ def _machine_header(config: MachineConfig, cpu: CpuBackend, hosts: VirtioHosts) 
         "irqchip": "user" if cpu.kernel_irqchip() is None else "kernel",
         "virtio_cmdline": config.virtio_cmdline,
         "apic": config.apic,
+        "test_devices": config.test_devices,
     }
     if hosts.disk is not None and config.disk:
         out["disk"] = {

@@ -18,10 +18,12 @@ from rrvmm.devices import state as device_state
 from rrvmm.devices.acpi_pm import S5_SLP_TYP, AcpiPm
 from rrvmm.devices.bus import Bus, IrqLine
 from rrvmm.devices.debug_exit import DebugExit
+from rrvmm.devices.fw_cfg import E820Entry, FwCfg
 from rrvmm.devices.i8042 import I8042
 from rrvmm.devices.ioapic import IOAPIC_DEFAULT_BASE, IOAPIC_MMIO_SIZE, IoApic
 from rrvmm.devices.lapic import APIC_DEFAULT_BASE, APIC_PAGE_SIZE, LocalApic
 from rrvmm.devices.misc import PciConfigAbsent, PostPort
+from rrvmm.devices.pc_testdev import PcTestdev
 from rrvmm.devices.pic import Pic8259Pair
 from rrvmm.devices.pit import Pit8254
 from rrvmm.devices.rtc import CmosRtc
@@ -30,7 +32,7 @@ from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.host.terminal import SerialHost
 from rrvmm.machine.acpi import AcpiMachine, ApicDescription, build_acpi
 from rrvmm.machine.boot.kernel import load_kernel
-from rrvmm.machine.boot.linux import BOOT_PARAMS_ADDR, is_bzimage, long_mode_sregs
+from rrvmm.machine.boot.linux import BOOT_PARAMS_ADDR, e820_map, is_bzimage, long_mode_sregs
 from rrvmm.machine.boot.multiboot import BootImage, protected_mode_sregs
 from rrvmm.machine.interrupts import ApicLines, InterruptRouting, KernelLines, UserPic
 from rrvmm.machine.virtio import VirtioHosts, VirtioSet
@@ -64,6 +66,8 @@ class MachineConfig:
     vconsole: str | None = None  # virtio-console host end, udp:HOST:PORT
     # the modern PC: local APIC, I/O APIC and the MADT (docs/apic.md); off = PIC only
     apic: bool = False
+    # QEMU's pc-testdev, and isa-debug-exit statuses as QEMU computes them (kvm-unit-tests)
+    test_devices: bool = False
 
 
 @dataclass
@@ -136,7 +140,7 @@ class Machine:
         self.pit = Pit8254(_SeamClock(), IrqLine(PIT_IRQ, irq))
         self.uart = Uart16550(IrqLine(COM1_IRQ, irq), self._serial_tx)
         self.rtc = CmosRtc(seam.wall_time, config.memory)
-        self.debug_exit = DebugExit(self._debug_exit)
+        self.debug_exit = DebugExit(self._debug_exit, qemu_status=config.test_devices)
         self.i8042 = I8042(self._reset, IrqLine(1, irq), IrqLine(12, irq))
         self.post = PostPort()
         self.pci = PciConfigAbsent()
@@ -152,6 +156,13 @@ class Machine:
         self.pio.insert(self.debug_exit, DEBUG_EXIT_PORT, 4)
         self.pio.insert(self.uart, COM1_BASE, 8)
         self.pio.insert(self.pci, 0xCF8, 8)
+        self.fw_cfg: FwCfg | None = None  # the modern PC's; built at boot (it tells the cmdline)
+        self.testdev: PcTestdev | None = None
+        if config.test_devices:
+            self.testdev = PcTestdev(irq)
+            self.pio.insert(self.testdev, 0xE0, 12)
+            self.pio.insert(self.testdev, 0x2000, 24, offset=0x100)
+            self.mmio.insert(self.testdev, 0xFF000000, 0x10000)
         self.acpi_pm = AcpiPm(self._sleep)
         self.pio.insert(self.acpi_pm, ACPI_PM_PORT, 6)
         self.virtio = VirtioSet(
@@ -224,6 +235,8 @@ class Machine:
         blobs = [*blobs, *acpi.blobs]
         if linux:  # boot_params.acpi_rsdp_addr: no scan needed
             blobs.append((BOOT_PARAMS_ADDR + 0x70, acpi.rsdp_addr.to_bytes(8, "little")))
+        if self.lapic is not None:
+            self._add_fw_cfg(cmdline, img.cmdline_addr)
         for gpa, body in img.segments:
             self.cpu.write_memory(gpa, body)
         for gpa, length in img.zero:
@@ -239,6 +252,35 @@ class Machine:
         self.cpu.set_regs({**dict.fromkeys(GPR_NAMES, 0), "rflags": 0x2, **img.regs})
         self.seam.booted()
         return img
+
+    def _add_fw_cfg(self, cmdline: str, cmdline_addr: int) -> None:
+        """QEMU's fw_cfg on 0x510 (+ DMA at 0x514): guests written for QEMU learn the CPU
+        count, RAM size and memory map there (docs/fw_cfg.md)."""
+        memory = self.config.memory
+
+        def read(gpa: int, size: int) -> bytes:
+            try:
+                return self.cpu.read_memory(gpa, size)
+            except Exception as e:  # noqa: BLE001 - the backends raise their own errors
+                raise ValueError(str(e)) from None
+
+        def write(gpa: int, data: bytes) -> None:
+            try:
+                self.cpu.write_memory(gpa, data)
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(str(e)) from None
+
+        self.fw_cfg = FwCfg(
+            ram_size=memory,
+            e820=[E820Entry(a, n, t) for a, n, t in e820_map(memory)],
+            nb_cpus=1,
+            cmdline=cmdline.encode() if cmdline else None,
+            cmdline_addr=cmdline_addr,
+            read_memory=read,
+            write_memory=write,
+        )
+        self.pio.insert(self.fw_cfg, 0x510, 2)
+        self.pio.insert(self.fw_cfg, 0x514, 8, offset=4)
 
     # --- the exit loop ---
     def run(self) -> RunResult:
@@ -279,6 +321,10 @@ class Machine:
             "debug_exit": self.debug_exit, "post": self.post, "pci": self.pci,
         }  # fmt: skip
         devs["acpi_pm"] = self.acpi_pm
+        if self.fw_cfg is not None:
+            devs["fw_cfg"] = self.fw_cfg
+        if self.testdev is not None:
+            devs["pc_testdev"] = self.testdev
         devs.update(self.virtio.devices())
         return devs
 

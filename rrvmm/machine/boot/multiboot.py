@@ -74,6 +74,7 @@ class BootImage:
     regs: dict[str, int] = field(default_factory=dict)
     kernel_end: int = 0  # first byte above everything the loader placed
     gdt_base: int = GDT_ADDR  # where the loader put the flat GDT CS/DS select from
+    cmdline_addr: int = 0  # where the loader put the kernel command line (fw_cfg says it)
     format: str = ""
 
 
@@ -200,6 +201,7 @@ def load_multiboot(
     mbi_addr, cmdline_addr, mmap_addr = base + _MBI_OFF, base + _CMDLINE_OFF, base + _MMAP_OFF
     mods_addr, loader_name_addr = base + _MODS_OFF, base + _LOADER_NAME_OFF
     blobs.append((cmdline_addr, cmd))
+    img.cmdline_addr = cmdline_addr
     blobs.append((loader_name_addr, _LOADER_NAME))
 
     # memory map: size, base, length, type (1 = RAM, 2 = reserved)
