@@ -25,6 +25,9 @@ CPUID_FEATURES_HIDDEN: tuple[tuple[int, int, str, int, str], ...] = (
     (7, 0, "ebx", 4, "HLE: aborts depend on host events"),
     (7, 0, "ecx", 5, "WAITPKG: timed waits on host time"),
     (0x80000001, 0, "edx", 27, "RDTSCP: TSC_AUX is host state"),
+    # the software CPU (unicorn 2.1) raises #UD for these: a trace must replay on both
+    (7, 0, "ebx", 23, "CLFLUSHOPT: #UD on the software CPU"),
+    (7, 0, "ebx", 24, "CLWB: #UD on the software CPU"),
 )
 _XSAVE_BITS: tuple[tuple[int, int, str, int, str], ...] = (
     (1, 0, "ecx", 26, "XSAVE"),
