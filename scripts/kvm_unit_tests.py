@@ -114,6 +114,8 @@ def _check(spec: str) -> str:
 def _verdict(status: int, timed_out: bool) -> str:
     if timed_out or status == 124:
         return "TIMEOUT"
+    if status == 1001:
+        return "FAIL(qemu)"
     if status == 1:
         return "PASS"
     if status == 77:
@@ -127,14 +129,21 @@ def _run(cmd: list[str], timeout_s: float, env: dict[str, str] | None = None) ->
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             timeout=timeout_s,
             env=env,
             cwd=REPO,
         )
     except subprocess.TimeoutExpired:
         return 124, True
+    if cmd[0].startswith("qemu") and p.returncode == 1 and _qemu_errors(p.stderr):
+        return 1001, False  # QEMU itself failed (x86/run: status 1 with errors is not PASS)
     return p.returncode, False
+
+
+def _qemu_errors(stderr: bytes) -> bool:
+    """What ``qemu_fixup_return_code`` looks for: a stderr line that is not a warning."""
+    return any(line.strip() and b"warning" not in line.lower() for line in stderr.splitlines())
 
 
 def _rrvmm(*args: str) -> list[str]:
@@ -152,8 +161,7 @@ def run_entry(e: Entry, tree: Path, columns: set[str], cap: float) -> dict[str, 
     timeout_s = min(e.timeout_s, cap)
     row: dict[str, str] = {}
     if e.skip_reason or not kernel.exists():
-        reason = e.skip_reason or "not built"
-        return dict.fromkeys(columns, f"SKIP({reason})")
+        return dict.fromkeys(columns, "SKIP(check)" if e.skip_reason else "not built")
     append = ["-append", e.append] if e.append else []
     if "qemu" in columns:
         if e.accel == "kvm":
