@@ -28,6 +28,8 @@ CPUID_FEATURES_HIDDEN: tuple[tuple[int, int, str, int, str], ...] = (
     # the software CPU (unicorn 2.1) raises #UD for these: a trace must replay on both
     (7, 0, "ebx", 23, "CLFLUSHOPT: #UD on the software CPU"),
     (7, 0, "ebx", 24, "CLWB: #UD on the software CPU"),
+    (7, 0, "ecx", 2, "UMIP: the software CPU lets CPL 3 run SGDT/SIDT/SLDT/STR"),
+    (7, 0, "ecx", 16, "LA57: the software CPU has no 5-level paging"),
 )
 _XSAVE_BITS: tuple[tuple[int, int, str, int, str], ...] = (
     (1, 0, "ecx", 26, "XSAVE"),
