@@ -30,6 +30,7 @@ CPUID_FEATURES_HIDDEN: tuple[tuple[int, int, str, int, str], ...] = (
     (7, 0, "ebx", 24, "CLWB: #UD on the software CPU"),
     (7, 0, "ecx", 2, "UMIP: the software CPU lets CPL 3 run SGDT/SIDT/SLDT/STR"),
     (7, 0, "ecx", 16, "LA57: the software CPU has no 5-level paging"),
+    (7, 0, "ebx", 1, "TSC_ADJUST: the software CPU has no IA32_TSC_ADJUST"),
 )
 _XSAVE_BITS: tuple[tuple[int, int, str, int, str], ...] = (
     (1, 0, "ecx", 26, "XSAVE"),

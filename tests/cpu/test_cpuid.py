@@ -46,6 +46,7 @@ def test_what_the_software_cpu_cannot_run_is_not_offered() -> None:
     leaf7 = {(r[0], r[1]): r for r in filter_cpuid(ROWS)}[(7, 0)]
     assert not leaf7[4] & (1 << 23) and not leaf7[4] & (1 << 24)
     assert not leaf7[5] & (1 << 2) and not leaf7[5] & (1 << 16)  # UMIP, LA57
+    assert not leaf7[4] & (1 << 1)  # TSC_ADJUST
 
 
 def test_the_modern_pc_shows_its_apic_but_not_x2apic() -> None:
