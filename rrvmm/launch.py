@@ -92,6 +92,8 @@ def _machine_header(config: MachineConfig, cpu: CpuBackend, hosts: VirtioHosts) 
         "cmdline": config.cmdline,
         "irqchip": "user" if cpu.kernel_irqchip() is None else "kernel",
         "virtio_cmdline": config.virtio_cmdline,
+        "apic": config.apic,
+        "test_devices": config.test_devices,
     }
     if hosts.disk is not None and config.disk:
         out["disk"] = {
@@ -116,7 +118,7 @@ def run_guest(
 ) -> RunResult:
     """Run live, no recording; ``drive`` runs the booted machine instead of ``Machine.run``
     (`run --gdb`)."""
-    cpu.set_cpuid(guest_cpuid(cpu))
+    cpu.set_cpuid(guest_cpuid(cpu, config.apic))
     hosts, ports = _virtio_hosts(config)
     seam = _live_seam(serial, cpu, ports)
     machine = Machine(config, cpu, seam, serial, hosts)
@@ -142,7 +144,7 @@ def record_guest(
     """Run live and write every input to ``trace_path``; ``drive`` runs the booted machine
     instead of ``Machine.run`` (`record --gdb`); ``chaos`` shakes the live answers
     (``rrvmm.host.chaos``) and goes into the header."""
-    cpuid = guest_cpuid(cpu)
+    cpuid = guest_cpuid(cpu, config.apic)
     cpu.set_cpuid(cpuid)
     hosts, ports = _virtio_hosts(config)
     header = {

@@ -112,6 +112,19 @@ def add_machine_args(p: argparse.ArgumentParser) -> None:
         help="interrupt controller on KVM: user = rrvmm's 8259, kernel = KVM's (fewer exits);"
         " default: the faster one, see README",
     )
+    p.add_argument(
+        "--apic",
+        choices=("on", "off"),
+        default="off",
+        help="the modern PC: a local APIC and an I/O APIC (MADT in the ACPI tables) beside"
+        " the 8259; off (default) = the 8259 only. Needs --irqchip user on KVM",
+    )
+    p.add_argument(
+        "--test-devices",
+        action="store_true",
+        help="QEMU's pc-testdev (ports 0xe0, 0x2000; MMIO 0xff000000) and isa-debug-exit"
+        " statuses as QEMU computes them ((V << 1) | 1), as kvm-unit-tests expects",
+    )
     p.add_argument("--disk", metavar="IMAGE", help="a virtio-blk disk image")
     p.add_argument(
         "--disk-write",

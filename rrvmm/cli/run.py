@@ -77,6 +77,8 @@ def _machine_setup(args: argparse.Namespace):  # noqa: ANN202
         disk_write=args.disk_write,
         net=args.net,
         vconsole=args.vconsole,
+        apic=args.apic == "on",
+        test_devices=args.test_devices,
     )
     backend = args.backend
     if args.irqchip != "kernel":  # --irqchip kernel asks for KVM itself

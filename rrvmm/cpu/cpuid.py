@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["CpuidRow", "filter_cpuid", "lookup", "CPUID_FEATURES_HIDDEN"]
+__all__ = ["CpuidRow", "filter_cpuid", "lookup", "with_apic", "CPUID_FEATURES_HIDDEN"]
 
 CpuidRow = tuple[int, int, int, int, int, int, int]  # function, index, flags, eax, ebx, ecx, edx
 
@@ -25,6 +25,12 @@ CPUID_FEATURES_HIDDEN: tuple[tuple[int, int, str, int, str], ...] = (
     (7, 0, "ebx", 4, "HLE: aborts depend on host events"),
     (7, 0, "ecx", 5, "WAITPKG: timed waits on host time"),
     (0x80000001, 0, "edx", 27, "RDTSCP: TSC_AUX is host state"),
+    # the software CPU (unicorn 2.1) raises #UD for these: a trace must replay on both
+    (7, 0, "ebx", 23, "CLFLUSHOPT: #UD on the software CPU"),
+    (7, 0, "ebx", 24, "CLWB: #UD on the software CPU"),
+    (7, 0, "ecx", 2, "UMIP: the software CPU lets CPL 3 run SGDT/SIDT/SLDT/STR"),
+    (7, 0, "ecx", 16, "LA57: the software CPU has no 5-level paging"),
+    (7, 0, "ebx", 1, "TSC_ADJUST: the software CPU has no IA32_TSC_ADJUST"),
 )
 _XSAVE_BITS: tuple[tuple[int, int, str, int, str], ...] = (
     (1, 0, "ecx", 26, "XSAVE"),
@@ -60,6 +66,23 @@ def filter_cpuid(rows: Iterable[CpuidRow], *, hide_xsave: bool = False) -> list[
         if fn in (0xB, 0x1F):
             regs[6] = 0  # x2APIC ID: the host CPU this thread happened to run on
         out.append(tuple(regs))  # type: ignore[arg-type]
+    return out
+
+
+def with_apic(rows: Iterable[CpuidRow]) -> list[CpuidRow]:
+    """The table for a machine with a local APIC (``--apic on``): leaf 1 EDX bit 9 set.
+
+    x2APIC and the TSC-deadline timer stay hidden: both are MSRs, and neither backend
+    hands rrvmm a guest's RDMSR/WRMSR of them (unicorn 2.1 has no MSR hook), so the
+    device model could not answer them on both backends alike.
+    """
+    out: list[CpuidRow] = []
+    for row in rows:
+        if row[0] == 1 and row[1] == 0:
+            regs = list(row)
+            regs[6] |= 1 << 9
+            row = tuple(regs)  # type: ignore[assignment]
+        out.append(row)
     return out
 
 

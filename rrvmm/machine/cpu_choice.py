@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from rrvmm.cpu.backend import BackendUnavailable, CpuBackend, RecordableCpu
-from rrvmm.cpu.cpuid import filter_cpuid
+from rrvmm.cpu.cpuid import filter_cpuid, with_apic
 from rrvmm.errors import ExitStatus, RrvmmError
 
 __all__ = ["DEFAULT_KVM_IRQCHIP", "make_backend", "guest_cpuid"]
@@ -67,16 +67,19 @@ def _no_memory(memory: int, e: OSError) -> RrvmmError:
     )
 
 
-def guest_cpuid(cpu: CpuBackend) -> list[tuple[int, ...]]:
+def guest_cpuid(cpu: CpuBackend, apic: bool = False) -> list[tuple[int, ...]]:
     """The CPUID table for a new recording: KVM's own, filtered, wherever KVM exists.
 
     XSAVE and what depends on it are hidden: KVM's instruction emulator (kvm_pvm hosts)
-    cannot execute XRSTOR, and the software backend keeps the same table.
+    cannot execute XRSTOR, and the software backend keeps the same table. ``apic``: the
+    machine has a local APIC, and CPUID says so.
     """
     from rrvmm.kvm.kvm_backend import KvmBackend
 
     if isinstance(cpu, KvmBackend):
-        return filter_cpuid(cpu.kvm.supported_cpuid(), hide_xsave=True)
-    from rrvmm.cpu.cpuid_table import DEFAULT_CPUID
+        rows = filter_cpuid(cpu.kvm.supported_cpuid(), hide_xsave=True)
+    else:
+        from rrvmm.cpu.cpuid_table import DEFAULT_CPUID
 
-    return [tuple(r) for r in DEFAULT_CPUID]
+        rows = filter_cpuid(DEFAULT_CPUID, hide_xsave=True)  # the filter may have grown
+    return with_apic(rows) if apic else rows  # type: ignore[arg-type]

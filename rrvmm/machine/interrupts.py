@@ -5,6 +5,10 @@ Two strategies behind one interface, chosen once when the machine is built:
 - ``UserPic``: rrvmm's 8259 model (``rrvmm.devices.pic``) takes the lines. Between exits
   the machine injects the vector it hands out when the vCPU can take it (KVM_INTERRUPT on
   KVM), else asks for an interrupt window. Every injection is a seam event.
+- ``ApicLines``: rrvmm's local APIC, I/O APIC and 8259 (``--apic on``): device lines go
+  to the 8259 and the I/O APIC (ISA IRQ 0 on pin 2, as the MADT says); the local APIC
+  decides what the CPU takes (the 8259's vector through LINT0 in ExtINT mode, or its own
+  IRR) and rrvmm injects it at an exit exactly as ``UserPic`` does.
 - ``KernelLines``: KVM's in-kernel 8259 (``--irqchip kernel``) takes the lines through
   KVM_IRQ_LINE and delivers by itself; its ports, EOIs and HLTs never exit. What stays
   with rrvmm is *when* a line changes: only at a point replay finds again (every line
@@ -14,14 +18,18 @@ Two strategies behind one interface, chosen once when the machine is built:
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import Any
 
 from rrvmm.cpu.backend import CpuBackend, KernelIrqchip, PicRegisters
+from rrvmm.devices.ioapic import ApicMessage, IoApic
+from rrvmm.devices.lapic import LocalApic
 from rrvmm.devices.pic import Pic8259Pair, PicChipState
 from rrvmm.seam import Seam
 
 __all__ = [
+    "ApicLines",
     "InterruptRouting",
     "KernelLines",
     "UserPic",
@@ -29,6 +37,8 @@ __all__ = [
     "edge_taken_at_entry",
     "pending_vector",
 ]
+
+log = logging.getLogger("rrvmm")
 
 # kernel irqchip: an edge the guest cannot take yet is retried after a kick this soon; with
 # nothing due, a kick this often shows whether the guest halted for good
@@ -119,6 +129,77 @@ class UserPic(InterruptRouting):
 
     def devices(self) -> dict[str, Any]:
         return {"pic": self.pic}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        pass
+
+
+class ApicLines(InterruptRouting):
+    """The modern PC's controllers, all rrvmm's: 8259 pair, I/O APIC, one local APIC.
+
+    Lines are ISA IRQs: IRQ n drives 8259 input n and I/O APIC pin n, IRQ 0 pin 2 (the
+    override the MADT and fw_cfg announce; the 8259's input 2 is the cascade). The local
+    APIC is the CPU's one source: ExtINT from the 8259 through LINT0 (the reset state, so a
+    PIC-mode guest keeps working) or a vector from its IRR. Injection is ``UserPic``'s.
+    """
+
+    name = "user"  # rrvmm injects: the trace header's irqchip stays 'user'
+
+    def __init__(self, cpu: CpuBackend, pic: Pic8259Pair, lapic: LocalApic, ioapic: IoApic,
+                 seam: Seam) -> None:  # fmt: skip
+        self.cpu = cpu
+        self.pic = pic
+        self.lapic = lapic
+        self.ioapic = ioapic
+        self.seam = seam
+        self._nmi_logged = False
+
+    def set_line(self, line: int, level: bool) -> None:
+        if line != 2:
+            self.pic.set_irq(line, level)
+        self.ioapic.set_irq(2 if line == 0 else line, level)
+
+    def route(self, msg: ApicMessage) -> None:
+        """An I/O APIC message: to the local APIC if it is addressed (one CPU)."""
+        if self.lapic.matches(msg.dest, msg.logical):
+            self.lapic.deliver(msg.vector, msg.delivery_mode, msg.trigger_level)
+
+    def deliver(self, index: int) -> int | None:
+        cpu = self.cpu
+        lapic = self.lapic
+        lapic.take_ipis()  # one CPU: IPIs to itself are delivered by the APIC already
+        if lapic.take_nmi() and not self._nmi_logged:
+            self._nmi_logged = True
+            log.warning("the guest asked for an NMI through its local APIC: not delivered")
+        if not lapic.has_interrupt():
+            cpu.request_interrupt_window(False)
+            return None
+        if not cpu.interrupts_enabled():
+            cpu.request_interrupt_window(True)
+            return None
+        vector = lapic.acknowledge()
+        cpu.inject_interrupt(vector)
+        cpu.request_interrupt_window(False)
+        self.seam.on_inject(index, vector)
+        return vector
+
+    def poll_ns(self) -> int | None:
+        return None  # HLT exits, as with UserPic
+
+    def pending(self) -> bool:
+        return self.lapic.has_interrupt()
+
+    def unrecordable(self) -> str | None:
+        return None
+
+    def halted_in_backend(self) -> bool:
+        return False
+
+    def devices(self) -> dict[str, Any]:
+        return {"pic": self.pic, "ioapic": self.ioapic, "lapic": self.lapic}
 
     def snapshot(self) -> dict[str, Any]:
         return {}

@@ -18,19 +18,23 @@ from rrvmm.devices import state as device_state
 from rrvmm.devices.acpi_pm import S5_SLP_TYP, AcpiPm
 from rrvmm.devices.bus import Bus, IrqLine
 from rrvmm.devices.debug_exit import DebugExit
+from rrvmm.devices.fw_cfg import E820Entry, FwCfg
 from rrvmm.devices.i8042 import I8042
+from rrvmm.devices.ioapic import IOAPIC_DEFAULT_BASE, IOAPIC_MMIO_SIZE, IoApic
+from rrvmm.devices.lapic import APIC_DEFAULT_BASE, APIC_PAGE_SIZE, LocalApic
 from rrvmm.devices.misc import PciConfigAbsent, PostPort
+from rrvmm.devices.pc_testdev import PcTestdev
 from rrvmm.devices.pic import Pic8259Pair
 from rrvmm.devices.pit import Pit8254
 from rrvmm.devices.rtc import CmosRtc
 from rrvmm.devices.uart import Uart16550
 from rrvmm.errors import ExitStatus, RrvmmError
 from rrvmm.host.terminal import SerialHost
-from rrvmm.machine.acpi import AcpiMachine, build_acpi
+from rrvmm.machine.acpi import AcpiMachine, ApicDescription, build_acpi
 from rrvmm.machine.boot.kernel import load_kernel
-from rrvmm.machine.boot.linux import BOOT_PARAMS_ADDR, is_bzimage, long_mode_sregs
+from rrvmm.machine.boot.linux import BOOT_PARAMS_ADDR, e820_map, is_bzimage, long_mode_sregs
 from rrvmm.machine.boot.multiboot import BootImage, protected_mode_sregs
-from rrvmm.machine.interrupts import InterruptRouting, KernelLines, UserPic
+from rrvmm.machine.interrupts import ApicLines, InterruptRouting, KernelLines, UserPic
 from rrvmm.machine.virtio import VirtioHosts, VirtioSet
 from rrvmm.seam import Seam
 
@@ -61,6 +65,10 @@ class MachineConfig:
     disk_write: bool = False  # write the image itself (else a copy-on-write overlay)
     net: str | None = None  # virtio-net host end, udp:HOST:PORT
     vconsole: str | None = None  # virtio-console host end, udp:HOST:PORT
+    # the modern PC: local APIC, I/O APIC and the MADT (docs/apic.md); off = PIC only
+    apic: bool = False
+    # QEMU's pc-testdev, and isa-debug-exit statuses as QEMU computes them (kvm-unit-tests)
+    test_devices: bool = False
 
 
 @dataclass
@@ -117,12 +125,23 @@ class Machine:
         chip = cpu.kernel_irqchip()
         # the backend's own controller's lines (the debugger asks them too), or None
         self.kernel_lines = None if chip is None else KernelLines(chip, seam)
-        self.interrupts: InterruptRouting = self.kernel_lines or UserPic(cpu, self.pic, seam)
+        self.lapic: LocalApic | None = None
+        self.ioapic: IoApic | None = None
+        self.interrupts: InterruptRouting
+        if config.apic:
+            if chip is not None:
+                raise RrvmmError(
+                    "--apic on needs --irqchip user (KVM's own APIC is not recordable here)",
+                    ExitStatus.USAGE,
+                )
+            self.interrupts = self._apic_lines(_SeamClock())
+        else:
+            self.interrupts = self.kernel_lines or UserPic(cpu, self.pic, seam)
         irq = self.interrupts.set_line
         self.pit = Pit8254(_SeamClock(), IrqLine(PIT_IRQ, irq))
         self.uart = Uart16550(IrqLine(COM1_IRQ, irq), self._serial_tx)
         self.rtc = CmosRtc(seam.wall_time, config.memory)
-        self.debug_exit = DebugExit(self._debug_exit)
+        self.debug_exit = DebugExit(self._debug_exit, qemu_status=config.test_devices)
         self.i8042 = I8042(self._reset, IrqLine(1, irq), IrqLine(12, irq))
         self.post = PostPort()
         self.pci = PciConfigAbsent()
@@ -138,12 +157,48 @@ class Machine:
         self.pio.insert(self.debug_exit, DEBUG_EXIT_PORT, 4)
         self.pio.insert(self.uart, COM1_BASE, 8)
         self.pio.insert(self.pci, 0xCF8, 8)
+        self.fw_cfg: FwCfg | None = None  # the modern PC's; built at boot (it tells the cmdline)
+        self.testdev: PcTestdev | None = None
+        if config.test_devices:
+            self.testdev = PcTestdev(irq)
+            self.pio.insert(self.testdev, 0xE0, 12)
+            self.pio.insert(self.testdev, 0x2000, 24, offset=0x100)
+            self.mmio.insert(self.testdev, 0xFF000000, 0x10000)
         self.acpi_pm = AcpiPm(self._sleep)
         self.pio.insert(self.acpi_pm, ACPI_PM_PORT, 6)
         self.virtio = VirtioSet(
             cpu, self.mmio, irq, hosts or VirtioHosts(),
             lambda n: self.seam.entropy(self.exit_index, n),
         )  # fmt: skip
+
+    def _apic_lines(self, clock: Any) -> ApicLines:
+        """The local APIC and I/O APIC on the MMIO bus, the 8259 behind LINT0.
+
+        The APIC page stays at its reset base: neither backend lets rrvmm see a guest's
+        IA32_APIC_BASE write (docs/apic.md), so a relocation is not followed.
+        """
+        holder: list[ApicLines] = []
+        self.ioapic = IoApic(lambda msg: holder[0].route(msg))
+        self.lapic = LocalApic(
+            clock,
+            extint=self.pic,
+            eoi_broadcast=self.ioapic.eoi,
+            x2apic=False,  # x2APIC and TSC-deadline are MSRs neither backend hands rrvmm
+            tsc_deadline=False,
+        )
+        lines = ApicLines(self.cpu, self.pic, self.lapic, self.ioapic, self.seam)
+        holder.append(lines)
+        self.mmio.insert(self.lapic, APIC_DEFAULT_BASE, APIC_PAGE_SIZE)
+        self.mmio.insert(self.ioapic, IOAPIC_DEFAULT_BASE, IOAPIC_MMIO_SIZE)
+        return lines
+
+    def next_deadline_ns(self) -> int | None:
+        """The earliest guest-time deadline of the timers (the PIT's, the LAPIC timer's)."""
+        pit = self.pit.next_deadline_ns()
+        lapic = None if self.lapic is None else self.lapic.next_deadline_ns()
+        if lapic is None:
+            return pit
+        return lapic if pit is None else min(pit, lapic)
 
     # --- device callbacks ---
     def _serial_tx(self, data: bytes) -> None:
@@ -175,11 +230,14 @@ class Machine:
                 self.virtio.acpi_slots(),
                 pm1a_evt_port=ACPI_PM_PORT,
                 pm1a_cnt_port=ACPI_PM_PORT + 4,
-            )
+            ),
+            apic=ApicDescription() if self.lapic is not None else None,
         )
         blobs = [*blobs, *acpi.blobs]
         if linux:  # boot_params.acpi_rsdp_addr: no scan needed
             blobs.append((BOOT_PARAMS_ADDR + 0x70, acpi.rsdp_addr.to_bytes(8, "little")))
+        if self.lapic is not None:
+            self._add_fw_cfg(cmdline, img.cmdline_addr)
         for gpa, body in img.segments:
             self.cpu.write_memory(gpa, body)
         for gpa, length in img.zero:
@@ -189,12 +247,41 @@ class Machine:
         if img.mode == "long64":
             self.cpu.set_sregs(long_mode_sregs(img.page_table))
         else:
-            self.cpu.set_sregs(protected_mode_sregs())
+            self.cpu.set_sregs(protected_mode_sregs(img.gdt_base))
         # every register defined: a fresh KVM vCPU holds the reset signature in RDX, the
         # software CPU zero, and a trace must start from the same state on both
         self.cpu.set_regs({**dict.fromkeys(GPR_NAMES, 0), "rflags": 0x2, **img.regs})
         self.seam.booted()
         return img
+
+    def _add_fw_cfg(self, cmdline: str, cmdline_addr: int) -> None:
+        """QEMU's fw_cfg on 0x510 (+ DMA at 0x514): guests written for QEMU learn the CPU
+        count, RAM size and memory map there (docs/fw_cfg.md)."""
+        memory = self.config.memory
+
+        def read(gpa: int, size: int) -> bytes:
+            try:
+                return self.cpu.read_memory(gpa, size)
+            except Exception as e:  # noqa: BLE001 - the backends raise their own errors
+                raise ValueError(str(e)) from None
+
+        def write(gpa: int, data: bytes) -> None:
+            try:
+                self.cpu.write_memory(gpa, data)
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(str(e)) from None
+
+        self.fw_cfg = FwCfg(
+            ram_size=memory,
+            e820=[E820Entry(a, n, t) for a, n, t in e820_map(memory)],
+            nb_cpus=1,
+            cmdline=cmdline.encode() if cmdline else None,
+            cmdline_addr=cmdline_addr,
+            read_memory=read,
+            write_memory=write,
+        )
+        self.pio.insert(self.fw_cfg, 0x510, 2)
+        self.pio.insert(self.fw_cfg, 0x514, 8, offset=4)
 
     # --- the exit loop ---
     def run(self) -> RunResult:
@@ -225,7 +312,7 @@ class Machine:
             # answer): the guest does not run again, so a replay that has just taken the
             # last recorded input ends at this same point
             raise MachineStop(RunResult(stop.status, stop.reason))
-        self.seam.entering_guest(self.pit.next_deadline_ns(), self.interrupts.poll_ns())
+        self.seam.entering_guest(self.next_deadline_ns(), self.interrupts.poll_ns())
 
     def handle_exit(self, ex: VcpuExit) -> None:
         """Count, report and dispatch one exit; MachineStop when the guest ended."""
@@ -246,6 +333,10 @@ class Machine:
             "debug_exit": self.debug_exit, "post": self.post, "pci": self.pci,
         }  # fmt: skip
         devs["acpi_pm"] = self.acpi_pm
+        if self.fw_cfg is not None:
+            devs["fw_cfg"] = self.fw_cfg
+        if self.testdev is not None:
+            devs["pc_testdev"] = self.testdev
         devs.update(self.virtio.devices())
         return devs
 
@@ -343,7 +434,7 @@ class Machine:
             # before any input is taken: nothing is logged after the stop, so a replay
             # that runs out of events at this point ends here too
             raise MachineStop(RunResult(stop.status, stop.reason))
-        self._take_inputs(self.pit.next_deadline_ns())
+        self._take_inputs(self.next_deadline_ns())
         self._deliver_interrupt()
 
     def _take_inputs(self, deadline: int | None) -> None:
@@ -351,6 +442,8 @@ class Machine:
         now = self.seam.timer_due(self.exit_index, deadline)
         if now is not None:
             self.pit.update(now)
+            if self.lapic is not None:
+                self.lapic.advance(now)
         room = self.uart.rx_room()
         if room:
             data = self.seam.serial_input(self.exit_index, room)
@@ -368,9 +461,9 @@ class Machine:
         self._halted_with_interrupts_disabled(ex)
         # what the host already sent may be what wakes it: take it first (as a HLT exit
         # with rrvmm's PIC does), then it is stuck only if no interrupt waits
-        self._take_inputs(self.pit.next_deadline_ns())
+        self._take_inputs(self.next_deadline_ns())
         if (
-            self.pit.next_deadline_ns() is None
+            self.next_deadline_ns() is None
             and not self.seam.input_possible()
             and not self.interrupts.pending()
         ):
@@ -386,7 +479,7 @@ class Machine:
         """HLT: wait (in the seam) until a timer or input can wake the guest."""
         self._halted_with_interrupts_disabled(ex)
         while True:
-            deadline = self.pit.next_deadline_ns()
+            deadline = self.next_deadline_ns()
             self._take_inputs(deadline)
             if self.interrupts.pending() or self.seam.stop_requested() is not None:
                 return

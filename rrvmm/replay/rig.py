@@ -196,6 +196,8 @@ def replay_machine(
         cmdline=mc["cmdline"],
         kernel_name=images.kernel_path.name,
         virtio_cmdline=mc.get("virtio_cmdline", False),
+        apic=mc.get("apic", False),  # traces from before --apic: the PIC-only PC
+        test_devices=mc.get("test_devices", False),
         disk=(disk or rec_disk["path"]) if rec_disk else None,
     )
     if rec_disk and disk is None and trace is not None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from rrvmm.cpu.cpuid import filter_cpuid, lookup
+from rrvmm.cpu.cpuid import filter_cpuid, lookup, with_apic
 
 ROWS = [
     (0, 0, 0, 0xD, 0x756E6547, 0x6C65746E, 0x49656E69),
@@ -38,3 +38,20 @@ def test_lookup_follows_the_hardware_rules() -> None:
     assert lookup(rows, 7, 0)[1] & 1  # significant index matched
     assert lookup(rows, 0x80000008, 0) == (0, 0, 0, 0)  # missing extended leaf
     assert lookup(rows, 0x20, 0) == lookup(rows, 0xD, 0)  # out-of-range basic leaf
+
+
+def test_what_the_software_cpu_cannot_run_is_not_offered() -> None:
+    """CLFLUSHOPT and CLWB raise #UD on unicorn 2.1 (kvm-unit-tests' memory test), UMIP
+    is not enforced and 5-level paging is missing there (its umip and la57 tests)."""
+    leaf7 = {(r[0], r[1]): r for r in filter_cpuid(ROWS)}[(7, 0)]
+    assert not leaf7[4] & (1 << 23) and not leaf7[4] & (1 << 24)
+    assert not leaf7[5] & (1 << 2) and not leaf7[5] & (1 << 16)  # UMIP, LA57
+    assert not leaf7[4] & (1 << 1)  # TSC_ADJUST
+
+
+def test_the_modern_pc_shows_its_apic_but_not_x2apic() -> None:
+    leaf1 = {(r[0], r[1]): r for r in with_apic(filter_cpuid(ROWS))}[(1, 0)]
+    assert leaf1[6] & (1 << 9)  # APIC
+    assert not leaf1[5] & (1 << 21) and not leaf1[5] & (1 << 24)  # x2APIC, TSC-deadline
+    plain = {(r[0], r[1]): r for r in filter_cpuid(ROWS)}[(1, 0)]
+    assert not plain[6] & (1 << 9)

@@ -257,6 +257,7 @@ def load_bzimage(
         mode="long64",
         page_table=PML4_ADDR,
         kernel_end=hdr.kernel_top,
+        cmdline_addr=CMDLINE_ADDR,
         format=f"Linux bzImage (boot protocol {hdr.version_str}, 64-bit entry)",
     )
     blobs: list[tuple[int, bytes]] = []

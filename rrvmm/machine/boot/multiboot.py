@@ -37,16 +37,20 @@ MBI_MODS = 1 << 3
 MBI_MMAP = 1 << 6
 MBI_LOADER_NAME = 1 << 9
 
-# Where the boot information lives (below the 640 KiB hole, above the BDA/IVT).
-MBI_ADDR = 0x9000
-_CMDLINE_ADDR = 0x9100
-_CMDLINE_MAX = 0x0E00
-_MMAP_ADDR = 0x9F00
-_MODS_ADDR = 0x9E00
-_LOADER_NAME_ADDR = 0x9EC0
-_LOADER_NAME = b"rrvmm\0"
+# Where the boot information lives: 0x8000-0xA000 (below the 640 KiB hole, above the
+# BDA/IVT) unless the kernel itself is loaded there (kvm-unit-tests' realmode.flat is, at
+# 0x8000); then, as QEMU does, the page after the kernel's end. Offsets in the area:
 GDT_ADDR = 0x8000
-_BOOT_INFO_END = 0xA000
+MBI_ADDR = 0x9000
+_MBI_OFF = 0x1000
+_CMDLINE_OFF = 0x1100
+_CMDLINE_MAX = 0x0E00
+_MMAP_OFF = 0x1F00
+_MODS_OFF = 0x1E00
+_LOADER_NAME_OFF = 0x1EC0
+_LOADER_NAME = b"rrvmm\0"
+_BOOT_INFO_SIZE = 0x2000
+_BOOT_INFO_END = GDT_ADDR + _BOOT_INFO_SIZE
 LOW_MEMORY_KB = 640
 
 
@@ -69,6 +73,8 @@ class BootImage:
     page_table: int = 0  # CR3 (the PML4's address) when mode is "long64"
     regs: dict[str, int] = field(default_factory=dict)
     kernel_end: int = 0  # first byte above everything the loader placed
+    gdt_base: int = GDT_ADDR  # where the loader put the flat GDT CS/DS select from
+    cmdline_addr: int = 0  # where the loader put the kernel command line (fw_cfg says it)
     format: str = ""
 
 
@@ -132,6 +138,32 @@ def _load_elf(data: bytes, img: BootImage) -> None:
         raise KernelFormatError(f"broken ELF: {e}") from None
 
 
+def _boot_info_base(img: BootImage) -> int:
+    """Where the boot information area goes: 0x8000, or above a kernel loaded there.
+
+    QEMU puts its multiboot information right after the kernel; rrvmm keeps its fixed
+    place below 640 KiB for every kernel that leaves it free, and otherwise follows QEMU:
+    the first page above the kernel's low segments (and its bss, if that ends there).
+    """
+    spans = [(gpa, gpa + len(body)) for gpa, body in img.segments]
+    if img.zero:
+        spans += [(gpa, gpa + n) for gpa, n in img.zero]
+
+    def free(base: int) -> bool:
+        return all(end <= base or start >= base + _BOOT_INFO_SIZE for start, end in spans)
+
+    if free(GDT_ADDR):
+        return GDT_ADDR
+    low_top = max(end for start, end in spans if start < LOW_MEMORY_KB * 1024)
+    base = (low_top + 0xFFF) & ~0xFFF
+    if base + _BOOT_INFO_SIZE > LOW_MEMORY_KB * 1024 or not free(base):
+        raise KernelFormatError(
+            f"kernel segments leave no room below 640 KiB for the boot information"
+            f" ({_BOOT_INFO_SIZE:#x} bytes)"
+        )
+    return base
+
+
 def load_multiboot(
     data: bytes,
     memory_size: int,
@@ -151,12 +183,10 @@ def load_multiboot(
         _load_elf(data, img)
     else:
         raise KernelFormatError("multiboot header without a.out kludge in a non-ELF file")
+    base = _boot_info_base(img)
+    if base != GDT_ADDR:  # modules go above it
+        img.kernel_end = max(img.kernel_end, base + _BOOT_INFO_SIZE)
     for gpa, body in img.segments:
-        if gpa < _BOOT_INFO_END and gpa + len(body) > GDT_ADDR:
-            raise KernelFormatError(
-                f"kernel segment at {gpa:#x} overlaps the boot information area"
-                f" {GDT_ADDR:#x}-{_BOOT_INFO_END:#x}"
-            )
         if gpa + len(body) > memory_size:
             raise MemoryTooSmall(
                 f"kernel needs memory up to {gpa + len(body):#x}, the guest has {memory_size:#x}"
@@ -168,8 +198,11 @@ def load_multiboot(
     upper_kb = (min(memory_size, 0xC000_0000) - 0x100000) // 1024
     mbi_flags = MBI_MEMORY | MBI_CMDLINE | MBI_MMAP | MBI_LOADER_NAME
     cmd = cmdline.encode()[: _CMDLINE_MAX - 1] + b"\0"
-    blobs.append((_CMDLINE_ADDR, cmd))
-    blobs.append((_LOADER_NAME_ADDR, _LOADER_NAME))
+    mbi_addr, cmdline_addr, mmap_addr = base + _MBI_OFF, base + _CMDLINE_OFF, base + _MMAP_OFF
+    mods_addr, loader_name_addr = base + _MODS_OFF, base + _LOADER_NAME_OFF
+    blobs.append((cmdline_addr, cmd))
+    img.cmdline_addr = cmdline_addr
+    blobs.append((loader_name_addr, _LOADER_NAME))
 
     # memory map: size, base, length, type (1 = RAM, 2 = reserved)
     regions = [(0, LOW_MEMORY_KB * 1024, 1), (0xF0000, 0x10000, 2)]
@@ -177,14 +210,14 @@ def load_multiboot(
     if memory_size > 0xC000_0000:
         regions.append((0x1_0000_0000, memory_size - 0xC000_0000, 1))
     mmap = b"".join(struct.pack("<IQQI", 20, b, n, t) for b, n, t in regions)
-    blobs.append((_MMAP_ADDR, mmap))
+    blobs.append((mmap_addr, mmap))
 
     mods_count = 0
     if modules:
         mbi_flags |= MBI_MODS
         addr = (img.kernel_end + 0xFFF) & ~0xFFF
         entries = b""
-        str_addr = _MODS_ADDR + 16 * len(modules)
+        str_addr = mods_addr + 16 * len(modules)
         for body, name in modules:
             if addr + len(body) > memory_size:
                 raise MemoryTooSmall("module does not fit in guest memory")
@@ -194,9 +227,9 @@ def load_multiboot(
             entries += struct.pack("<IIII", addr, addr + len(body), str_addr, 0)
             str_addr += len(nm)
             addr = (addr + len(body) + 0xFFF) & ~0xFFF
-        if str_addr > _LOADER_NAME_ADDR:
+        if str_addr > loader_name_addr:
             raise KernelFormatError("too many module names for the boot information area")
-        blobs.append((_MODS_ADDR, entries))
+        blobs.append((mods_addr, entries))
         mods_count = len(modules)
         img.kernel_end = addr
 
@@ -206,23 +239,24 @@ def load_multiboot(
         LOW_MEMORY_KB,
         upper_kb,
         0xFFFFFFFF,  # boot_device: none
-        _CMDLINE_ADDR,
+        cmdline_addr,
         mods_count,
-        _MODS_ADDR if mods_count else 0,
+        mods_addr if mods_count else 0,
         len(mmap),
-        _MMAP_ADDR,
+        mmap_addr,
     )
-    mbi += struct.pack("<IIIIII", 0, 0, 0, 0, 0, _LOADER_NAME_ADDR)
-    blobs.append((MBI_ADDR, mbi))
+    mbi += struct.pack("<IIIIII", 0, 0, 0, 0, 0, loader_name_addr)
+    blobs.append((mbi_addr, mbi))
 
     # flat GDT: null, null, code32 (0x10), data32 (0x18) as QEMU's multiboot loader uses
     gdt = struct.pack("<QQQQ", 0, 0, 0x00CF9A000000FFFF, 0x00CF92000000FFFF)
-    blobs.append((GDT_ADDR, gdt))
-    img.regs = {"rax": MULTIBOOT_BOOTLOADER_MAGIC, "rbx": MBI_ADDR, "rip": img.entry}
+    blobs.append((base, gdt))
+    img.gdt_base = base
+    img.regs = {"rax": MULTIBOOT_BOOTLOADER_MAGIC, "rbx": mbi_addr, "rip": img.entry}
     return img, blobs
 
 
-def protected_mode_sregs() -> dict[str, object]:
+def protected_mode_sregs(gdt_base: int = GDT_ADDR) -> dict[str, object]:
     """Flat 32-bit segments with paging off, as the multiboot spec requires at entry."""
     code = {
         "base": 0, "limit": 0xFFFFFFFF, "selector": 0x10, "type": 0xB, "present": 1,
@@ -236,7 +270,7 @@ def protected_mode_sregs() -> dict[str, object]:
         "fs": data,
         "gs": data,
         "ss": data,
-        "gdt": {"base": GDT_ADDR, "limit": 31},
+        "gdt": {"base": gdt_base, "limit": 31},
         "idt": {"base": 0, "limit": 0},
         "cr0": 0x11,  # PE | ET
         "cr3": 0,

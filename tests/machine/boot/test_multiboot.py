@@ -97,3 +97,24 @@ def test_built_guests_load(guest) -> None:  # noqa: ANN001
     for name in ("hello", "hello-aout"):
         img, _ = load_multiboot(guest(name).read_bytes(), 16 * MB)
         assert img.segments and 0x100000 <= img.entry < img.kernel_end
+
+
+def test_a_kernel_loaded_at_0x8000_gets_its_boot_information_above_it() -> None:
+    """kvm-unit-tests' realmode.flat loads at 0x8000, where rrvmm's boot information
+    usually sits: as QEMU does, the information moves to the page after the kernel."""
+    img, blobs = load_multiboot(_aout_kernel(load_addr=0x8000, bss=0x3000), 16 * MB, "a=1")
+    top = 0x8000 + 112 + 0x3000
+    base = (top + 0xFFF) & ~0xFFF
+    assert img.gdt_base == base
+    mbi_addr = img.regs["rbx"]
+    assert mbi_addr > top
+    where = dict(blobs)
+    cmdline = struct.unpack_from("<5I", where[mbi_addr])[4]
+    assert where[cmdline] == b"a=1\0"
+    assert all(gpa >= base for gpa, _ in blobs)
+    assert img.kernel_end >= base + 0x2000
+
+
+def test_kernel_filling_low_memory_is_refused() -> None:
+    with pytest.raises(KernelFormatError, match="no room below 640 KiB"):
+        load_multiboot(_aout_kernel(load_addr=0x8000, bss=0x96000), 16 * MB)
