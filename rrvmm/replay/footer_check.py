@@ -44,15 +44,18 @@ def end_disagreement(
     itself, the ``serial`` output) is the footer's; a trace without footer has no claims."""
     if not footer:
         return None
-    recorded = footer.get("exits")
-    if isinstance(recorded, int) and recorded != exits:
-        if result is None and exits < recorded:
-            return EndDisagreement("end of the trace", str(recorded), str(exits), True)
-        return EndDisagreement("exit count at the end", str(recorded), str(exits), False)
-    if result is not None and (result.status, result.reason) != (
+    # a replay that ran out of events (where a stopped recording ended, or where a cut or
+    # shortened trace does) has no end of its own to compare
+    ran_out = result is None or (result.status, result.reason) == (
         RECORDING_END.status,
         RECORDING_END.reason,
-    ):  # a replay that ran out of events where the recording stopped has no end of its own
+    )
+    recorded = footer.get("exits")
+    if isinstance(recorded, int) and recorded != exits:
+        if ran_out and exits < recorded:
+            return EndDisagreement("end of the trace", str(recorded), str(exits), True)
+        return EndDisagreement("exit count at the end", str(recorded), str(exits), False)
+    if result is not None and not ran_out:
         for key, actual in (("status", result.status), ("reason", result.reason)):
             if key in footer and footer[key] != actual:
                 return EndDisagreement(f"end {key}", repr(footer[key]), repr(actual), False)
