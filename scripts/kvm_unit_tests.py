@@ -3,8 +3,8 @@
     python scripts/kvm_unit_tests.py PATH_TO_BUILT_TREE [--only soft,kvm,qemu,replay]
         [-k SUBSTRING] [--timeout-cap SECONDS] [--json FILE]
 
-PATH_TO_BUILT_TREE is a kvm-unit-tests checkout built outside this repository
-(``./configure --arch=x86_64 && make``); nothing of it is committed here. Each entry of
+PATH_TO_BUILT_TREE is a kvm-unit-tests checkout built for x86_64 outside this repository,
+by its own instructions; nothing of it is committed here. Each entry of
 ``x86/unittests.cfg`` runs the way the suite's own ``x86/run`` would run it: ``-smp``,
 ``test_args`` (``-append``; older trees: ``extra_params``), pc-testdev and isa-debug-exit,
 the entry's timeout (default 90 s), and its status read as ``scripts/runtime.bash`` reads
